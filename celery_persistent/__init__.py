@@ -1,0 +1,36 @@
+"""celery_persistent: coalesced, serialized executions and persistent workers for Celery.
+
+The ``hb_persistent`` model (HyperBEAM) on Celery: see ``DESIGN.md``.
+"""
+
+from .device import Device
+from .errors import (
+    ConfigurationError,
+    InfiniteRecursionError,
+    InvalidMessage,
+    InvalidOptions,
+    LeaderDied,
+    PersistentError,
+    UnknownDevice,
+    UnknownKey,
+)
+from .outcomes import InfiniteRecursion, Leader, Wait
+from .plugin import Persistent
+
+__all__ = [
+    "ConfigurationError",
+    "Device",
+    "InfiniteRecursion",
+    "InfiniteRecursionError",
+    "InvalidMessage",
+    "InvalidOptions",
+    "Leader",
+    "LeaderDied",
+    "Persistent",
+    "PersistentError",
+    "UnknownDevice",
+    "UnknownKey",
+    "Wait",
+]
+
+__version__ = "0.1.0"

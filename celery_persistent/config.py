@@ -1,0 +1,102 @@
+"""Layered configuration: per-call option, then ``app.conf.persistent_*``, then default.
+
+Per-call options are the seed's ``Opts``; app-wide settings are Celery-style
+``persistent_*`` keys so they sit in the same config module as the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError, InvalidOptions
+
+AWAIT_MODES = (True, False, "named")
+ERROR_STRATEGIES = ("ignore", "throw")
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    "await_inprogress": True,
+    "spawn_worker": False,
+    "static_worker": False,
+    "worker_timeout": 10.0,
+    "error_strategy": "ignore",
+    "allow_infinite": False,
+}
+
+
+def _check_option(name: str, value: Any) -> Any:
+    if name == "await_inprogress" and value not in AWAIT_MODES:
+        raise InvalidOptions(
+            f"await_inprogress must be True, False or 'named', not {value!r}", name
+        )
+    if name == "error_strategy" and value not in ERROR_STRATEGIES:
+        raise InvalidOptions(f"error_strategy must be 'ignore' or 'throw', not {value!r}", name)
+    if name == "worker_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise InvalidOptions(f"worker_timeout must be a positive number, not {value!r}", name)
+        return float(value)
+    if name in ("spawn_worker", "static_worker", "allow_infinite") and not isinstance(value, bool):
+        raise InvalidOptions(f"{name} must be a bool, not {value!r}", name)
+    return value
+
+
+def resolve_options(call: Mapping[str, Any] | None, conf: Any) -> dict[str, Any]:
+    """Merge per-call options over app settings over defaults, and check them."""
+    if call is not None and not isinstance(call, Mapping):
+        raise InvalidOptions(f"opts must be a mapping, not {type(call).__name__}")
+    call = call or {}
+    unknown = sorted(set(call) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise InvalidOptions(
+            f"unknown option(s) {', '.join(map(str, unknown))}; known: "
+            + ", ".join(sorted(OPTION_DEFAULTS)),
+            str(unknown[0]),
+        )
+    merged: dict[str, Any] = {}
+    for name, default in OPTION_DEFAULTS.items():
+        if name in call:
+            value = call[name]
+        else:
+            value = conf.get(f"persistent_{name}", default)
+        merged[name] = _check_option(name, value)
+    return merged
+
+
+@dataclass(frozen=True)
+class Settings:
+    """App-wide settings read once from ``app.conf``."""
+
+    redis_url: str
+    key_prefix: str
+    queue_prefix: str
+    lease_ttl: float
+    queue_ttl: float
+    max_message_bytes: int
+    reap_interval: float
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> Settings:
+        lease_ttl = float(conf.get("persistent_lease_ttl", 10.0))
+        if lease_ttl <= 0.3:
+            raise ConfigurationError("persistent_lease_ttl must be above 0.3 seconds")
+        return cls(
+            redis_url=conf.get("persistent_redis_url") or _default_redis_url(conf),
+            key_prefix=str(conf.get("persistent_key_prefix", "persistent")),
+            queue_prefix=str(conf.get("persistent_queue_prefix", "persistent")),
+            lease_ttl=lease_ttl,
+            queue_ttl=float(conf.get("persistent_queue_ttl", 600.0)),
+            max_message_bytes=int(conf.get("persistent_max_message_bytes", 32 * 1024 * 1024)),
+            reap_interval=float(conf.get("persistent_reap_interval", min(1.0, lease_ttl / 3))),
+        )
+
+
+def _default_redis_url(conf: Any) -> str:
+    """The registry lives in the Redis result backend or, failing that, the broker."""
+    for url in (conf.get("result_backend"), conf.get("broker_url")):
+        if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")):
+            return url
+    raise ConfigurationError(
+        "celery_persistent needs Redis for its registry: set persistent_redis_url, "
+        "or use a redis:// result backend or broker"
+    )

@@ -1,0 +1,104 @@
+"""Typed errors of celery_persistent.
+
+Celery stores a failed task's exception in the result backend as its type and
+its ``args`` and rebuilds it with ``cls(*args)`` in the caller.  Every error
+here therefore keeps all of its fields in ``args`` (message first) so that the
+caller gets the same type, message and fields back from ``AsyncResult.get()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PersistentError(Exception):
+    """Base class of every error raised by celery_persistent."""
+
+    def __init__(self, message: str, *fields: Any) -> None:
+        super().__init__(message, *fields)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidMessage(PersistentError, ValueError):
+    """A message is not a mapping of the allowed types, is too large, or was
+    sent with an unsafe serializer.  ``path`` names the offending part."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message, path)
+
+    @property
+    def path(self) -> str:
+        return str(self.args[1])
+
+
+class InvalidOptions(PersistentError, ValueError):
+    """An option name or value that celery_persistent does not know."""
+
+    def __init__(self, message: str, option: str = "") -> None:
+        super().__init__(message, option)
+
+    @property
+    def option(self) -> str:
+        return str(self.args[1])
+
+
+class UnknownDevice(PersistentError, LookupError):
+    """``msg1["device"]`` names no device registered on the app."""
+
+    def __init__(self, message: str, device: str = "") -> None:
+        super().__init__(message, device)
+
+    @property
+    def device(self) -> str:
+        return str(self.args[1])
+
+
+class UnknownKey(PersistentError, LookupError):
+    """``msg2["path"]`` names no key (method) of the device."""
+
+    def __init__(self, message: str, device: str = "", key: str = "") -> None:
+        super().__init__(message, device, key)
+
+    @property
+    def device(self) -> str:
+        return str(self.args[1])
+
+    @property
+    def key(self) -> str:
+        return str(self.args[2])
+
+
+class LeaderDied(PersistentError):
+    """The execution this request waited on was lost (its lease expired)."""
+
+    def __init__(self, message: str, group: str = "", leader_id: str = "") -> None:
+        super().__init__(message, group, leader_id)
+
+    @property
+    def group(self) -> str:
+        return str(self.args[1])
+
+    @property
+    def leader_id(self) -> str:
+        return str(self.args[2])
+
+
+class InfiniteRecursionError(PersistentError):
+    """An execution requested its own group again; waiting would deadlock."""
+
+    def __init__(self, message: str, group: str = "") -> None:
+        super().__init__(message, group)
+
+    @property
+    def group(self) -> str:
+        return str(self.args[1])
+
+
+class ConfigurationError(PersistentError):
+    """The Celery app is configured in a way the plugin cannot work with."""

@@ -1,0 +1,69 @@
+"""Every Redis key name the plugin uses, built from one configurable prefix.
+
+Per-group keys share the hash tag ``{group}`` so that one group's keys sit in
+one Redis Cluster slot.  Lua scripts never build key names: they receive
+them all through KEYS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    prefix: str = "persistent"
+
+    def owner(self, group: str) -> str:
+        """HASH: token, task_id, key, state, request of the group's leader."""
+        return f"{self.prefix}:{{{group}}}:owner"
+
+    def inflight(self, group: str) -> str:
+        """HASH: coalescing key (Msg2 digest) -> task id executing it."""
+        return f"{self.prefix}:{{{group}}}:inflight"
+
+    def waiters(self, group: str, key: str) -> str:
+        """LIST: waiter records coalesced onto the execution of ``key``."""
+        return f"{self.prefix}:{{{group}}}:waiters:{key}"
+
+    def pending(self, group: str) -> str:
+        """LIST: requests with other Msg2s, run one at a time after the leader."""
+        return f"{self.prefix}:{{{group}}}:pending"
+
+    def host(self, group: str) -> str:
+        """HASH: the persistent worker hosting the group, and its Msg1 ref."""
+        return f"{self.prefix}:{{{group}}}:host"
+
+    def group_keys(self, group: str, key: str) -> list[str]:
+        """The KEYS list shared by submit, finish and expire (in that order)."""
+        return [
+            self.owner(group),
+            self.inflight(group),
+            self.waiters(group, key),
+            self.pending(group),
+            self.leases(),
+        ]
+
+    def leases(self) -> str:
+        """ZSET: group -> lease deadline in ms; the reaper scans expired ones."""
+        return f"{self.prefix}:leases"
+
+    def hosts(self) -> str:
+        """ZSET: group -> host heartbeat deadline in ms, for persistent workers."""
+        return f"{self.prefix}:hosts"
+
+    def workers(self) -> str:
+        """ZSET: persistent worker hostname -> heartbeat deadline in ms."""
+        return f"{self.prefix}:workers"
+
+    def worker(self, hostname: str) -> str:
+        """HASH: a persistent worker's load and limits."""
+        return f"{self.prefix}:worker:{hostname}"
+
+    def store(self, digest: str) -> str:
+        """STRING: a stored message, content addressed."""
+        return f"{self.prefix}:store:{digest}"
+
+    def metrics(self) -> str:
+        """HASH: counters (executions, coalesced, placements, ...)."""
+        return f"{self.prefix}:metrics"

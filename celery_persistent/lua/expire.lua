@@ -1,0 +1,22 @@
+-- expire: the reaper takes a group whose lease ran out away from its owner.
+-- KEYS[1] owner HASH   KEYS[2] leases ZSET
+-- ARGV[1] group  ARGV[2] token the reaper saw  ARGV[3] now (ms)
+-- ARGV[4] new token  ARGV[5] deadline (ms) for the re-dispatch or the clean-up
+-- Returns {"gone"} (owner changed), {"alive"} (lease renewed meanwhile),
+--         {"requeue", request} (never started: publish again under the new token)
+--         {"dead", request}    (died while running: call finish with the new token)
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then
+  return {'gone'}
+end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if score and tonumber(score) > tonumber(ARGV[3]) then
+  return {'alive'}
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+redis.call('HSET', KEYS[1], 'token', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+if state == 'queued' then
+  return {'requeue', redis.call('HGET', KEYS[1], 'request')}
+end
+redis.call('HSET', KEYS[1], 'state', 'dead')
+return {'dead', redis.call('HGET', KEYS[1], 'request')}

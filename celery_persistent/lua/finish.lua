@@ -1,0 +1,30 @@
+-- finish: the owner of a group is done; take its waiters and hand the group on.
+-- KEYS[1] owner HASH   KEYS[2] inflight HASH   KEYS[3] waiters LIST (owner's key)
+-- KEYS[4] pending LIST KEYS[5] leases ZSET
+-- ARGV[1] group  ARGV[2] owner's coalescing key  ARGV[3] owner token
+-- ARGV[4] token for the next owner  ARGV[5] next owner's lease deadline (ms)
+-- Returns {"stale"} if the token does not own the group, else
+--         {"done", next request record or "", waiter record, ...}
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[3] then
+  return {'stale'}
+end
+local result = {'done', ''}
+for _, waiter in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+  result[#result + 1] = waiter
+end
+redis.call('DEL', KEYS[3])
+if redis.call('HGET', KEYS[2], ARGV[2]) == redis.call('HGET', KEYS[1], 'task_id') then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+local nxt = redis.call('LPOP', KEYS[4])
+if nxt then
+  local id, key = string.match(nxt, '^([^\n]*)\n([^\n]*)\n')
+  redis.call('HSET', KEYS[1], 'token', ARGV[4], 'task_id', id, 'key', key,
+             'state', 'queued', 'request', nxt)
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
+  result[2] = nxt
+else
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+end
+return result

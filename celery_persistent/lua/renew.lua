@@ -1,0 +1,9 @@
+-- renew: extend a lease, only for the holder of its token.
+-- KEYS[1] owner HASH   KEYS[2] leases ZSET
+-- ARGV[1] group  ARGV[2] owner token  ARGV[3] new lease deadline (ms)
+-- Returns 1 if renewed, 0 if the token no longer owns the group.
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then
+  return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1

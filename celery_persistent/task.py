@@ -1,0 +1,76 @@
+"""The plugin's Celery task class: ``apply_async`` registers, ``__call__`` leads.
+
+``persistent.resolve`` is an instance of this class, so ``delay``, ``s()``,
+chains, groups and chords all pass through the same two overrides.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from celery import Task
+from celery.result import AsyncResult
+
+from .coalescing import HEADER
+from .planning import unpack
+from .safety import check_serializer
+
+if TYPE_CHECKING:
+    from .plugin import Persistent
+
+
+class PersistentTask(Task):
+    """Base class of resolve tasks; ``persistent`` is set at registration."""
+
+    persistent: ClassVar[Persistent]
+    serializer = "json"
+    Request = "celery_persistent.safety:SafeRequest"
+    track_started = False
+
+    def apply_async(  # type: ignore[override]
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        if self.app.conf.task_always_eager:
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+        check_serializer(options.get("serializer"))
+        msg1, msg2, opts = unpack(args, kwargs)
+        plan = self.persistent.plan(msg1, msg2, opts)
+        options.update(producer=producer, link=link, link_error=link_error)
+        if shadow is not None:
+            options["shadow"] = shadow
+        call_args = [msg1, msg2, opts] if opts is not None else [msg1, msg2]
+        return self.persistent.coalescer.submit(self, plan, call_args, task_id, options)
+
+    def publish(self, args: list[Any], task_id: str, header: dict[str, Any], options: dict[str, Any]) -> AsyncResult:
+        """Send the message itself: Celery's own ``apply_async``, plus our header."""
+        options = dict(options)
+        headers = dict(options.pop("headers", None) or {})
+        headers[HEADER] = header
+        return super().apply_async(args, None, task_id=task_id, headers=headers, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        header = None if request.called_directly else (request.headers or {}).get(HEADER)
+        if header is None and not request.called_directly:
+            header = getattr(request, HEADER, None)
+        stack = tuple(header.get("stack") or ()) if header else None
+        try:
+            msg1, msg2, opts = unpack(args, kwargs)
+            plan = self.persistent.plan(msg1, msg2, opts, stack=stack)
+        except Exception as exc:
+            if header and header.get("token"):
+                # Registered by a client that saw the input differently (another
+                # device version?): release the group so that it does not stall.
+                self.persistent.coalescer.complete(header["group"], header["key"], header["token"], exc)
+            raise
+        if request.called_directly:
+            return self.persistent.coalescer.execute(plan)
+        return self.persistent.coalescer.run(self, plan, header, list(args))

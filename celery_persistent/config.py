@@ -55,10 +55,7 @@ def resolve_options(call: Mapping[str, Any] | None, conf: Any) -> dict[str, Any]
         )
     merged: dict[str, Any] = {}
     for name, default in OPTION_DEFAULTS.items():
-        if name in call:
-            value = call[name]
-        else:
-            value = conf.get(f"persistent_{name}", default)
+        value = call[name] if name in call else conf.get(f"persistent_{name}", default)
         merged[name] = _check_option(name, value)
     return merged
 

@@ -87,7 +87,7 @@ class LeaseKeeper:
         for source in self._sources:
             leases.extend(source())
         if leases:
-            lost = [lease for lease, ok in zip(leases, self._registry().renew(leases)) if not ok]
+            lost = [lease for lease, ok in zip(leases, self._registry().renew(leases), strict=False) if not ok]
             for group, token in lost:
                 if token in self._held:
                     logger.warning("lease on group %s lost (token %s)", group, token[:8])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import InvalidMessage
@@ -34,37 +34,45 @@ def encode(value: Any, path: str = "$") -> bytes:
 
 
 def _encode_into(value: Any, path: str, out: list[bytes]) -> None:
-    # bool first: it is a subclass of int and must stay distinct from 1.
-    if value is None:
-        out.append(b"N")
-    elif value is True:
-        out.append(b"T")
-    elif value is False:
-        out.append(b"F")
-    elif isinstance(value, int):
-        out.append(b"i%d;" % value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidMessage(f"{path}: {value!r} is not a finite float", path)
-        out.append(b"d" + value.hex().encode("ascii") + b";")
-    elif isinstance(value, str):
-        _encode_text(b"s", value, path, out)
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        out.append(b"b%d:" % len(raw))
-        out.append(raw)
+    # Exact-type dispatch first (the common case); bool is its own type, so
+    # True never encodes like 1.  Subclasses fall back to the checks below.
+    encoder = _ENCODERS.get(type(value))
+    if encoder is not None:
+        encoder(value, path, out)
     elif isinstance(value, Mapping):
         _encode_mapping(value, path, out)
     elif isinstance(value, (list, tuple)):
-        out.append(b"l%d:" % len(value))
-        for i, item in enumerate(value):
-            _encode_into(item, f"{path}[{i}]", out)
+        _encode_list(value, path, out)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        _encode_bytes(value, path, out)
+    elif isinstance(value, str):
+        _encode_text(b"s", str(value), path, out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        _ENCODERS[float if isinstance(value, float) else int](value, path, out)
     else:
         raise InvalidMessage(
             f"{path}: values of type {type(value).__name__} cannot be part of a "
             "message (allowed: None, bool, int, float, str, bytes, list, mapping)",
             path,
         )
+
+
+def _encode_float(value: float, path: str, out: list[bytes]) -> None:
+    if not math.isfinite(value):
+        raise InvalidMessage(f"{path}: {value!r} is not a finite float", path)
+    out.append(b"d" + value.hex().encode("ascii") + b";")
+
+
+def _encode_bytes(value: bytes | bytearray | memoryview, path: str, out: list[bytes]) -> None:
+    raw = bytes(value)
+    out.append(b"b%d:" % len(raw))
+    out.append(raw)
+
+
+def _encode_list(value: list[Any] | tuple[Any, ...], path: str, out: list[bytes]) -> None:
+    out.append(b"l%d:" % len(value))
+    for i, item in enumerate(value):
+        _encode_into(item, f"{path}[{i}]", out)
 
 
 def _encode_text(tag: bytes, text: str, path: str, out: list[bytes]) -> None:
@@ -92,6 +100,19 @@ def _encode_mapping(value: Mapping[Any, Any], path: str, out: list[bytes]) -> No
     for key_bytes_joined, item, item_path in items:
         out.append(key_bytes_joined)
         _encode_into(item, item_path, out)
+
+
+_ENCODERS: dict[type, Callable[[Any, str, list[bytes]], None]] = {
+    type(None): lambda v, p, out: out.append(b"N"),
+    bool: lambda v, p, out: out.append(b"T" if v else b"F"),
+    int: lambda v, p, out: out.append(b"i%d;" % v),
+    float: _encode_float,
+    str: lambda v, p, out: _encode_text(b"s", v, p, out),
+    bytes: _encode_bytes,
+    list: _encode_list,
+    tuple: _encode_list,
+    dict: lambda v, p, out: _encode_mapping(v, p, out),
+}
 
 
 def validate(msg: Any, name: str, max_bytes: int) -> bytes:

@@ -83,7 +83,7 @@ def group_of(
 
 def unpack(args: Any, kwargs: Any) -> tuple[Any, Any, Any]:
     """(msg1, msg2, opts) from a resolve call's args and kwargs."""
-    params = dict(zip(("msg1", "msg2", "opts"), tuple(args or ())))
+    params = dict(zip(("msg1", "msg2", "opts"), tuple(args or ()), strict=False))
     for name, value in (kwargs or {}).items():
         if name not in ("msg1", "msg2", "opts") or name in params:
             raise InvalidOptions(f"resolve() got an unexpected or repeated argument {name!r}", name)

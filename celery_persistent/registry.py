@@ -147,7 +147,7 @@ class Registry:
         for group in names:
             pipe.hmget(self.keys.owner(group), "token", "key")
         found = []
-        for group, (token, key) in zip(names, pipe.execute()):
+        for group, (token, key) in zip(names, pipe.execute(), strict=False):
             if token is not None:
                 found.append((group, _text(token), _text(key)))
             else:

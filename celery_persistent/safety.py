@@ -3,7 +3,7 @@
 Only JSON and msgpack reach a device: pickle runs code on decode, so a
 pickled request is never executed, whatever the app's ``accept_content``.
 The caller gets an ``InvalidMessage`` instead of a request that hangs, and
-the worker goes on.  This hooks Celery through the public ``Task.Request``
+the worker goes on.  This hooks Celery through the public ``Task.Strategy``
 extension point.
 """
 
@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.worker.request import Request
+from celery.worker.strategy import default as default_strategy
+from kombu.exceptions import DecodeError
+from kombu.serialization import prepare_accept_content
 
 from .errors import InvalidMessage
 
@@ -32,43 +34,50 @@ def check_serializer(serializer: str | None) -> None:
         )
 
 
-class SafeRequest(Request):
-    """A worker request that answers unsafe payloads with InvalidMessage."""
+def _answer(message: Any, app: Any, task: Any, error: InvalidMessage) -> None:
+    """Store ``error`` as the result of the refused message's task id."""
+    task_id = (getattr(message, "headers", None) or {}).get("id")
+    backend = getattr(task, "backend", None) or getattr(app, "backend", None)
+    if not task_id or backend is None:
+        return
+    try:
+        backend.store_result(task_id, error, "FAILURE")
+    except Exception:  # the refusal itself must not take the worker down
+        logger.exception("could not store the refusal of task %s", task_id)
 
-    _unsafe: str | None = None
 
-    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
-        content_type = getattr(message, "content_type", None)
-        unsafe = content_type is not None and content_type not in SAFE_CONTENT_TYPES
-        if unsafe:
-            # Answer first: if the app does not accept this content type at
-            # all, Celery refuses the message inside __init__ and the caller
-            # would otherwise never hear back.
-            self._answer_unsafe(message, kwargs.get("app"), kwargs.get("task"), content_type)
-        super().__init__(message, *args, **kwargs)
-        if unsafe:
-            self._unsafe = content_type
+def _accepted(app: Any, content_type: str) -> bool:
+    accept = getattr(getattr(app, "conf", None), "accept_content", None)
+    return accept is None or content_type in prepare_accept_content(accept)
 
-    @staticmethod
-    def _answer_unsafe(message: Any, app: Any, task: Any, content_type: str) -> None:
-        task_id = (getattr(message, "headers", None) or {}).get("id")
-        backend = getattr(task, "backend", None) or getattr(app, "backend", None)
-        if not task_id or backend is None:
-            return
-        error = InvalidMessage(
-            f"task message of content type {content_type!r} refused: "
-            "celery_persistent accepts only JSON or msgpack",
-            "content_type",
-        )
+
+def safe_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
+    """Celery's default strategy, behind a check of the message's content type.
+
+    A message the plugin will not run is answered with InvalidMessage under
+    its own task id; Celery alone would only log it, and its caller would
+    wait for ever.
+    """
+    handle = default_strategy(task, app, consumer, **kwargs)
+    accepted = prepare_accept_content(app.conf.accept_content)
+
+    def guarded(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:
+        content_type = message.content_type
+        if content_type not in SAFE_CONTENT_TYPES or content_type not in accepted:
+            _answer(message, app, task, InvalidMessage(
+                f"task message of content type {content_type!r} refused: celery_persistent "
+                "accepts only JSON or msgpack, and only what the app's accept_content allows",
+                "content_type",
+            ))
+            if content_type in accepted:
+                # Celery would decode and run it; the plugin never does.
+                logger.error("refused task %s: unsafe content type %s", message.headers.get("id"), content_type)
+                ack(logger, consumer.connection_errors)
+                return None
         try:
-            backend.store_result(task_id, error, "FAILURE")
-        except Exception:  # the refusal itself must not take the worker down
-            logger.exception("could not store the refusal of task %s", task_id)
+            return handle(message, body, ack, reject, callbacks, **kw)
+        except DecodeError as exc:
+            _answer(message, app, task, InvalidMessage(f"task message could not be decoded: {exc}", "body"))
+            raise
 
-    def revoked(self) -> bool:
-        if self._unsafe is not None:
-            logger.error("refused task %s[%s]: unsafe content type %s", self.name, self.id, self._unsafe)
-            self.acknowledge()
-            self.send_event("task-rejected", requeue=False)
-            return True
-        return bool(super().revoked())
+    return guarded

@@ -24,7 +24,7 @@ class PersistentTask(Task):
 
     persistent: ClassVar[Persistent]
     serializer = "json"
-    Request = "celery_persistent.safety:SafeRequest"
+    Strategy = "celery_persistent.safety:safe_strategy"
     track_started = False
 
     def apply_async(  # type: ignore[override]

@@ -30,8 +30,10 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     result_expires=600,
 )
+app.conf.accept_content = os.environ.get("CP_ACCEPT", "json,msgpack").split(",")
 if os.environ.get("CP_ACCEPT_PICKLE"):
-    app.conf.accept_content = ["json", "pickle"]
+    # Only to prove that the plugin refuses pickle even where the app allows it.
+    app.conf.accept_content = ["json", "msgpack", "pickle"]
 
 persistent = Persistent(app)
 

@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create .venv and install the project with its test extras first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test lint bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m celery_persistent.demo
+
+test: $(STAMP)
+	$(BIN)/ruff check celery_persistent tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check celery_persistent tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

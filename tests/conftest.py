@@ -1,0 +1,87 @@
+"""Session set-up: a real Redis (local, else embedded Valkey) and isolated names.
+
+The environment is set before the test app is imported, so the tests and
+every worker subprocess share one broker, backend and key prefix, unique to
+this session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from celery_persistent.embedded import local_or_embedded_redis
+
+REDIS_URL = os.environ.get("CP_TEST_REDIS_URL") or local_or_embedded_redis(db=13)
+SESSION = uuid.uuid4().hex[:8]
+os.environ.update(
+    CP_BROKER_URL=REDIS_URL,
+    CP_BACKEND_URL=REDIS_URL,
+    CP_REDIS_URL=REDIS_URL,
+    CP_PREFIX=f"cpt{SESSION}",
+    CP_QUEUE=f"cpt{SESSION}",
+)
+
+from tests.support import Worker  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def app():
+    from tests.apps import basic
+
+    return basic.app
+
+
+@pytest.fixture(scope="session")
+def persistent():
+    from tests.apps import basic
+
+    return basic.persistent
+
+
+@pytest.fixture(scope="session")
+def rdb(persistent):
+    return persistent.redis
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh id so that each test's groups and evidence are its own."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def workers(tmp_path) -> Iterator[list[Worker]]:
+    """Start workers with ``spawn(...)``; all are stopped at the end of the test."""
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def solo_worker(tmp_path_factory) -> Iterator[Worker]:
+    worker = Worker(pool="solo", logdir=tmp_path_factory.mktemp("solo")).wait_ready()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def prefork_worker(tmp_path_factory) -> Iterator[Worker]:
+    worker = Worker(pool="prefork", concurrency=2, logdir=tmp_path_factory.mktemp("prefork")).wait_ready()
+    yield worker
+    worker.stop()
+
+
+def evidence_key(*parts: str) -> str:
+    from tests.apps.basic import ekey
+
+    return ekey(*parts)

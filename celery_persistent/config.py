@@ -6,13 +6,13 @@ Per-call options are the seed's ``Opts``; app-wide settings are Celery-style
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError, InvalidOptions
 
-AWAIT_MODES = (True, False, "named")
 ERROR_STRATEGIES = ("ignore", "throw")
 
 OPTION_DEFAULTS: dict[str, Any] = {
@@ -26,14 +26,14 @@ OPTION_DEFAULTS: dict[str, Any] = {
 
 
 def _check_option(name: str, value: Any) -> Any:
-    if name == "await_inprogress" and value not in AWAIT_MODES:
+    if name == "await_inprogress" and not (isinstance(value, bool) or value == "named"):
         raise InvalidOptions(
             f"await_inprogress must be True, False or 'named', not {value!r}", name
         )
     if name == "error_strategy" and value not in ERROR_STRATEGIES:
         raise InvalidOptions(f"error_strategy must be 'ignore' or 'throw', not {value!r}", name)
     if name == "worker_timeout":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise InvalidOptions(f"worker_timeout must be a positive number, not {value!r}", name)
         return float(value)
     if name in ("spawn_worker", "static_worker", "allow_infinite") and not isinstance(value, bool):
@@ -74,10 +74,17 @@ class Settings:
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:
+        try:
+            return cls._from_conf(conf)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"bad persistent_* setting: {exc}") from exc
+
+    @classmethod
+    def _from_conf(cls, conf: Any) -> Settings:
         lease_ttl = float(conf.get("persistent_lease_ttl", 10.0))
         if lease_ttl <= 0.3:
             raise ConfigurationError("persistent_lease_ttl must be above 0.3 seconds")
-        return cls(
+        settings = cls(
             redis_url=conf.get("persistent_redis_url") or _default_redis_url(conf),
             key_prefix=str(conf.get("persistent_key_prefix", "persistent")),
             queue_prefix=str(conf.get("persistent_queue_prefix", "persistent")),
@@ -86,6 +93,10 @@ class Settings:
             max_message_bytes=int(conf.get("persistent_max_message_bytes", 32 * 1024 * 1024)),
             reap_interval=float(conf.get("persistent_reap_interval", min(1.0, lease_ttl / 3))),
         )
+        for name in ("queue_ttl", "max_message_bytes", "reap_interval"):
+            if not getattr(settings, name) > 0:
+                raise ConfigurationError(f"persistent_{name} must be positive")
+        return settings
 
 
 def _default_redis_url(conf: Any) -> str:

@@ -27,7 +27,7 @@ def default_group(msg1_encoded: bytes, msg2: Mapping[str, Any] | None) -> str:
 def normalise(name: Any) -> str:
     """Make any grouper output a safe group name (idempotent on safe names)."""
     text = name if isinstance(name, str) else repr(name)
-    if SAFE_NAME.match(text):
+    if SAFE_NAME.fullmatch(text):
         return text
     cleaned = _UNSAFE_CHARS.sub("_", text).strip("_.-")[:64] or "group"
     return f"{cleaned}-{digest(text.encode('utf-8', 'surrogatepass'))[:16]}"

@@ -1,9 +1,10 @@
-"""The worker bootstep: lease renewal for reserved requests, and the reaper.
+"""Worker bootsteps: lease upkeep and reaping everywhere; hosting with ``--persistent``.
 
-Runs in the worker's main process (the one that reserves messages), so it
-keeps renewing a request's lease from the moment the worker takes it until
-Celery reports it done, whatever the pool.  Every worker with the plugin
-reaps, so recovery does not depend on any single process surviving.
+The worker-level step runs in the worker's main process (the one that
+reserves messages), so it renews a request's lease from the moment the
+worker takes it until Celery reports it done, whatever the pool.  Every
+worker with the plugin reaps, so recovery does not depend on any single
+process surviving.  With ``--persistent`` the worker also hosts groups.
 """
 
 from __future__ import annotations
@@ -11,13 +12,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import click
 from celery import bootsteps
+from celery.exceptions import ImproperlyConfigured
 from celery.worker import state
 
 from .coalescing import HEADER
+from .hosting import Host
 
 if TYPE_CHECKING:
     from .plugin import Persistent
+
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+
+WORKER_OPTIONS = [
+    click.Option(["--persistent"], is_flag=True, default=False,
+                 help="Host celery_persistent groups: consume their queues, keep their Msg1 in memory "
+                      "(needs the solo pool: -P solo)."),
+    click.Option(["--persistent-cache-bytes"], type=int, default=None,
+                 help=f"Bound of the in-memory Msg1 cache, in bytes (default {DEFAULT_CACHE_BYTES})."),
+    click.Option(["--persistent-timeout"], type=float, default=None,
+                 help="Default idle timeout of hosted groups, in seconds (default: worker_timeout)."),
+]
 
 
 def reserved_leases() -> Iterator[tuple[str, str]]:
@@ -28,19 +44,52 @@ def reserved_leases() -> Iterator[tuple[str, str]]:
             yield header["group"], header["token"]
 
 
-def make_step(persistent: Persistent) -> type[bootsteps.StartStopStep]:
+def make_steps(persistent: Persistent) -> tuple[type[bootsteps.StartStopStep], type[bootsteps.StartStopStep]]:
     class PersistentStep(bootsteps.StartStopStep):
         """Starts the plugin's background upkeep in a worker."""
 
         label = "persistent"
 
+        def __init__(self, worker: Any, persistent: bool = False, persistent_cache_bytes: int | None = None,
+                     persistent_timeout: float | None = None, **kwargs: Any) -> None:
+            self.hosting = persistent
+            if persistent:
+                conf = worker.app.conf
+                plugin.host = Host(
+                    plugin,
+                    hostname=worker.hostname,
+                    cache_bytes=persistent_cache_bytes or int(conf.get("persistent_cache_bytes", DEFAULT_CACHE_BYTES)),
+                    default_timeout=persistent_timeout or float(conf.get("persistent_worker_timeout", 10.0)),
+                )
+            super().__init__(worker, **kwargs)
+
         def start(self, worker: Any) -> None:
-            keeper = persistent.keeper
+            if self.hosting and "solo" not in getattr(worker.pool_cls, "__module__", ""):
+                raise ImproperlyConfigured(
+                    "celery worker --persistent runs one execution at a time per process: use -P solo "
+                    "(scale with more worker processes)"
+                )
+            keeper = plugin.keeper
             keeper.add_source(reserved_leases)
-            keeper.add_tick(persistent.coalescer.reap)
+            keeper.add_tick(plugin.coalescer.reap)
+            if plugin.host is not None:
+                keeper.add_tick(plugin.host.tick)
             keeper.start()
 
         def stop(self, worker: Any) -> None:
-            persistent.keeper.stop()
+            if plugin.host is not None:
+                plugin.host.shutdown()
+            plugin.keeper.stop()
 
-    return PersistentStep
+    class HostBinding(bootsteps.StartStopStep):
+        """Gives the host the consumer, to add and cancel group queues."""
+
+        label = "persistent-queues"
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def start(self, consumer: Any) -> None:
+            if plugin.host is not None:
+                plugin.host.bind(consumer)
+
+    plugin = persistent
+    return PersistentStep, HostBinding

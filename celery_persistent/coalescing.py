@@ -18,11 +18,13 @@ from celery.exceptions import Ignore
 
 from .answers import answer, is_answered
 from .context import executing
-from .errors import InfiniteRecursionError, LeaderDied
+from .errors import InfiniteRecursionError, LeaderDied, PersistentError
 from .messages import encode
 from .planning import Plan
 from .records import RequestRecord, keep_options, options_from_context
-from .registry import Outcome
+from .registry import Outcome, Submitted
+from .routing import group_queue
+from .store import REF_KEY, Ref, is_ref
 
 if TYPE_CHECKING:
     from celery.result import AsyncResult
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 HEADER = "persistent_request"
 """Message header naming the group, owner token and recursion stack."""
+
+MAX_MOVES = 8
+"""How many "moved" markers (rolling re-registrations) a request follows."""
 
 
 def recursion_error(group: str) -> InfiniteRecursionError:
@@ -56,8 +61,9 @@ class Coalescer:
         args: list[Any],
         task_id: str | None,
         options: dict[str, Any],
+        flags: str = "",
     ) -> AsyncResult:
-        """Register a request as it is sent; publish it only if it leads."""
+        """Register a request as it is sent; publish it only if it leads or is hosted."""
         task_id = task_id or str(uuid.uuid4())
         options.setdefault("shadow", plan.shadow)
         if plan.group is None:
@@ -65,6 +71,7 @@ class Coalescer:
             return task.publish(args, task_id, header, options)
         if plan.recursive:
             raise recursion_error(plan.group)
+        args = self._by_reference(plan, args)
         record = RequestRecord(
             id=task_id,
             key=plan.key,
@@ -74,16 +81,58 @@ class Coalescer:
             kwargs={},
             stack=list(plan.stack),
         )
-        submitted = self.p.registry.submit(plan.group, record)
+        group, submitted = self.register(plan, record, flags)
+        if submitted.outcome is Outcome.HOSTED:
+            return self.publish_hosted(task, record, group, submitted.queue, submitted.ref, options)
         if submitted.outcome is not Outcome.LEADER:
             self.p.metrics.incr("coalesced" if submitted.outcome is Outcome.WAIT else "queued")
             return task.AsyncResult(task_id)
         try:
-            return self.publish(record, plan.group, submitted.token, options)
+            return self.publish(record, group, submitted.token, options)
         except Exception as exc:
             # Never leave a lock orphaned by a failed publish.
-            self.complete(plan.group, plan.key, submitted.token, exc)
+            self.complete(group, plan.key, submitted.token, exc)
             raise
+
+    def register(self, plan: Plan, record: RequestRecord, flags: str = "") -> tuple[str, Submitted]:
+        """Submit to the persistent worker of Msg1 if there is one, else to the group."""
+        assert plan.group is not None
+        registry = self.p.registry
+        group = plan.group
+        submitted = None
+        if plan.host_group and plan.host_group != plan.group:
+            submitted = registry.submit(plan.host_group, record, flags + "h")
+            if submitted.outcome is Outcome.NOT_HOSTED:
+                submitted = None
+            else:
+                group = plan.host_group
+        if submitted is None:
+            submitted = registry.submit(group, record, flags)
+        for _ in range(MAX_MOVES):
+            if submitted.outcome is not Outcome.MOVED:
+                break
+            group = submitted.target
+            submitted = registry.submit(group, record, flags)
+        return group, submitted
+
+    def _by_reference(self, plan: Plan, args: list[Any]) -> list[Any]:
+        """A large Msg1 travels (and is kept in Redis) as a reference."""
+        if is_ref(plan.msg1) or plan.msg1_size <= self.p.settings.inline_bytes:
+            return args
+        ref = self.p.store.put(plan.msg1, digest=plan.msg1_digest, size=plan.msg1_size)
+        return [ref, *args[1:]]
+
+    def publish_hosted(self, task: Any, record: RequestRecord, group: str, queue: str, ref: str,
+                       options: dict[str, Any]) -> AsyncResult:
+        """Send a request to its persistent worker's queue; Msg1 goes as the worker's ref."""
+        args = list(record.args or [])
+        device = args[0].get("device") if args and isinstance(args[0], Mapping) else None
+        args[0] = Ref({REF_KEY: ref, "device": device})
+        header = {"group": group, "hosted": True, "key": record.key, "stack": record.stack}
+        options = {**options, "queue": group_queue(queue)}
+        options.pop("routing_key", None)
+        options.pop("exchange", None)
+        return task.publish(args, record.id, header, options)
 
     def publish(
         self,
@@ -148,13 +197,38 @@ class Coalescer:
             raise
         finally:
             self.p.keeper.drop(token)
+        if plan.opts["spawn_worker"] and self.spawn(plan, token, msg3):
+            return msg3
         self.complete(plan.group, plan.key, token, msg3)
         return msg3
 
+    def spawn(self, plan: Plan, token: str, msg3: Any) -> bool:
+        """spawn_worker: a persistent worker takes the group, holding Msg3.
+
+        The leader's waiters get Msg3; requests queued behind it (other
+        Msg2s) become the new worker's, in order.  False if no persistent
+        worker could take it (the group is then handed on as usual).
+        """
+        assert plan.group is not None
+        if not isinstance(msg3, Mapping):
+            logger.warning("spawn_worker needs Msg3 to be a message; not spawning for %s", plan.group)
+            return False
+        finished = self.p.registry.finish(plan.group, plan.key, token, keep=True)
+        if finished.stale:
+            return True
+        answer(self.p.app, finished.waiters, msg3)
+        try:
+            self.p.place(msg3, plan.opts, plan.group, expect=token)
+        except PersistentError as exc:
+            logger.warning("spawn_worker for %s: %s; handing the group on instead", plan.group, exc)
+            self.complete(plan.group, plan.key, token, msg3)
+        return True
+
     def execute(self, plan: Plan) -> Any:
         """Call the device key under the recursion stack; check Msg3."""
+        msg1 = self.p.store.get(plan.msg1) if is_ref(plan.msg1) else plan.msg1
         with executing(plan.stack, plan.group):
-            msg3 = plan.method(plan.msg1, plan.msg2, plan.opts)
+            msg3 = plan.method(msg1, plan.msg2, plan.opts)
         encode(msg3, "msg3")
         self.p.metrics.incr("executions")
         return msg3
@@ -184,6 +258,11 @@ class Coalescer:
         recovered = 0
         for group, token, _key in self.p.registry.expired():
             expired = self.p.registry.expire(group, token)
+            if expired.kind == "orphan":
+                recovered += 1
+                self.p.metrics.incr("recoveries")
+                self.p.recover_hosted(group, expired.token)
+                continue
             if expired.request is None:
                 continue
             recovered += 1

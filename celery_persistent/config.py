@@ -71,6 +71,8 @@ class Settings:
     queue_ttl: float
     max_message_bytes: int
     reap_interval: float
+    store_ttl: float
+    inline_bytes: int
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:
@@ -92,8 +94,10 @@ class Settings:
             queue_ttl=float(conf.get("persistent_queue_ttl", 600.0)),
             max_message_bytes=int(conf.get("persistent_max_message_bytes", 32 * 1024 * 1024)),
             reap_interval=float(conf.get("persistent_reap_interval", min(1.0, lease_ttl / 3))),
+            store_ttl=float(conf.get("persistent_store_ttl", 7 * 24 * 3600)),
+            inline_bytes=int(conf.get("persistent_inline_bytes", 64 * 1024)),
         )
-        for name in ("queue_ttl", "max_message_bytes", "reap_interval"):
+        for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl"):
             if not getattr(settings, name) > 0:
                 raise ConfigurationError(f"persistent_{name} must be positive")
         return settings

@@ -18,10 +18,14 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
-def default_group(msg1_encoded: bytes, msg2: Mapping[str, Any] | None) -> str:
-    """Hash of (Msg1, Msg2) without ``priv``: 128 bits, not the seed's 27."""
+def default_group(msg1_digest: str, msg2: Mapping[str, Any] | None) -> str:
+    """Hash of (Msg1, Msg2) without ``priv``: 128 bits, not the seed's 27.
+
+    Msg1 enters by its digest, so a stored message (a Ref) groups without
+    being fetched or hashed again.
+    """
     msg2_encoded = b"N" if msg2 is None else encode(strip_private(msg2), "msg2")
-    return "g" + digest(msg1_encoded, msg2_encoded)
+    return "g" + digest(msg1_digest.encode("ascii"), msg2_encoded)
 
 
 def normalise(name: Any) -> str:

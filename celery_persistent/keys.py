@@ -30,26 +30,36 @@ class KeySpace:
         """LIST: requests with other Msg2s, run one at a time after the leader."""
         return f"{self.prefix}:{{{group}}}:pending"
 
-    def host(self, group: str) -> str:
-        """HASH: the persistent worker hosting the group, and its Msg1 ref."""
-        return f"{self.prefix}:{{{group}}}:host"
+    def hosted_ids(self, group: str) -> str:
+        """ZSET: ids of a hosted group's accepted, unfinished requests, by arrival."""
+        return f"{self.prefix}:{{{group}}}:hq"
+
+    def hosted_records(self, group: str) -> str:
+        """HASH: id -> record of those requests (to run them again after a crash)."""
+        return f"{self.prefix}:{{{group}}}:hr"
 
     def group_keys(self, group: str, key: str) -> list[str]:
-        """The KEYS list shared by submit, finish and expire (in that order)."""
+        """The KEYS list of submit (finish takes the first five)."""
         return [
             self.owner(group),
             self.inflight(group),
             self.waiters(group, key),
             self.pending(group),
             self.leases(),
+            self.hosted_ids(group),
+            self.hosted_records(group),
         ]
+
+    def inbox(self, hostname: str) -> str:
+        """LIST: groups placed on a persistent worker, and stop requests, to pick up."""
+        return f"{self.prefix}:inbox:{hostname}"
 
     def leases(self) -> str:
         """ZSET: group -> lease deadline in ms; the reaper scans expired ones."""
         return f"{self.prefix}:leases"
 
     def hosts(self) -> str:
-        """ZSET: group -> host heartbeat deadline in ms, for persistent workers."""
+        """ZSET: group -> time (ms) it was placed, for every hosted group."""
         return f"{self.prefix}:hosts"
 
     def workers(self) -> str:

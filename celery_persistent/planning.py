@@ -17,16 +17,20 @@ from .device import Device, DeviceRegistry, has_own_grouper
 from .errors import InvalidOptions
 from .grouping import default_group, normalise
 from .messages import digest, validate
+from .store import MessageStore, as_ref, is_ref
 
 
 @dataclass(frozen=True)
 class Plan:
-    msg1: Mapping[str, Any]
+    msg1: Mapping[str, Any]  # the message, or a Ref to a stored one
     msg2: Mapping[str, Any]
+    msg1_digest: str
+    msg1_size: int
     device: Device
     method: Callable[..., Any]
     opts: dict[str, Any]
     group: str | None  # None: ungrouped, executes without registration
+    host_group: str | None  # group(Msg1, None): where a persistent worker of Msg1 lives
     key: str  # digest of Msg2 without priv: equal keys coalesce
     stack: tuple[str, ...]  # groups executing above this request
     shadow: str  # readable task name for Flower and logs
@@ -38,6 +42,7 @@ class Plan:
 
 def plan(
     devices: DeviceRegistry,
+    store: MessageStore,
     conf: Any,
     max_bytes: int,
     msg1: Any,
@@ -46,39 +51,63 @@ def plan(
     stack: tuple[str, ...] | None = None,
 ) -> Plan:
     merged = resolve_options(opts, conf)
-    msg1_encoded = validate(msg1, "msg1", max_bytes)
+    if is_ref(msg1):
+        msg1 = as_ref(msg1)
+        msg1_digest, msg1_size = msg1.digest, msg1.size
+    else:
+        msg1_encoded = validate(msg1, "msg1", max_bytes)
+        msg1_digest, msg1_size = digest(msg1_encoded), len(msg1_encoded)
     msg2_encoded = validate(msg2, "msg2", max_bytes)
     device = devices.for_message(msg1)
     method = devices.method(device, msg2)
-    group = group_of(device, msg1, msg2, merged, msg1_encoded)
+    content = Lazy(lambda: store.get(msg1) if is_ref(msg1) else msg1)
+    group = group_of(device, content, msg2, merged, msg1_digest)
+    host_group = group_of(device, content, None, merged, msg1_digest) if group is not None else None
     return Plan(
         msg1=msg1,
         msg2=msg2,
+        msg1_digest=msg1_digest,
+        msg1_size=msg1_size,
         device=device,
         method=method,
         opts=merged,
         group=group,
+        host_group=host_group,
         key=digest(msg2_encoded),
         stack=current_stack() if stack is None else tuple(stack),
         shadow=f"persistent:{device.name}/{msg2['path']}",
     )
 
 
+class Lazy:
+    """Msg1's content, fetched only if a custom grouper looks at it."""
+
+    def __init__(self, load: Callable[[], Mapping[str, Any]]) -> None:
+        self._load = load
+        self._value: Mapping[str, Any] | None = None
+
+    def __call__(self) -> Mapping[str, Any]:
+        if self._value is None:
+            self._value = self._load()
+        return self._value
+
+
 def group_of(
     device: Device,
-    msg1: Mapping[str, Any],
+    msg1: Mapping[str, Any] | Lazy,
     msg2: Mapping[str, Any] | None,
     opts: dict[str, Any],
-    msg1_encoded: bytes,
+    msg1_digest: str,
 ) -> str | None:
     """The seed's group/3: None when the request is not to be coalesced."""
     mode = device.await_inprogress if device.await_inprogress is not None else opts["await_inprogress"]
     if mode is False or (mode == "named" and not has_own_grouper(device)):
         return None
-    custom = device.grouper(msg1, msg2, opts)
-    if custom is not None:
-        return normalise(custom)
-    return default_group(msg1_encoded, msg2)
+    if has_own_grouper(device):
+        custom = device.grouper(msg1() if isinstance(msg1, Lazy) else msg1, msg2, opts)
+        if custom is not None:
+            return normalise(custom)
+    return default_group(msg1_digest, msg2)
 
 
 def unpack(args: Any, kwargs: Any) -> tuple[Any, Any, Any]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -14,18 +16,21 @@ from celery import Celery
 
 from .answers import answer
 from .coalescing import Coalescer
-from .config import Settings
+from .config import Settings, resolve_options
 from .device import Device, DeviceRegistry
-from .errors import InfiniteRecursionError, PersistentError
+from .errors import InfiniteRecursionError, InvalidOptions, PersistentError
 from .grouping import default_group
+from .hosting import Host
 from .keys import KeySpace
 from .leases import LeaseKeeper
-from .messages import message_digest, validate
+from .messages import digest, message_digest, validate
 from .metrics import Metrics
 from .outcomes import InfiniteRecursion, Leader, Wait
-from .planning import Plan, group_of, plan
+from .planning import Lazy, Plan, group_of, plan
 from .records import RequestRecord
-from .registry import Outcome, Registry
+from .registry import Outcome, Placement, Registry
+from .routing import queue_name
+from .store import REF_KEY, MessageStore, Ref, as_ref, is_ref
 from .task import PersistentTask
 
 D = TypeVar("D", bound=type[Device])
@@ -42,6 +47,13 @@ class Persistent:
         self.coalescer = Coalescer(self)
         self.metrics = Metrics(lambda: self.redis, lambda: self.keys.metrics())
         self.keeper = LeaseKeeper(lambda: self.registry, interval=1.0)
+        self.store = MessageStore(
+            lambda: self.redis,
+            lambda: self.keys,
+            lambda: self.settings.max_message_bytes,
+            lambda: self.settings.store_ttl,
+        )
+        self.host: Host | None = None  # set in a worker started with --persistent
         self._clients: dict[int, redis.Redis] = {}
         self._lock = threading.Lock()
         self.resolve = app.task(
@@ -51,10 +63,14 @@ class Persistent:
             persistent=self,
             shared=False,
         )(_resolve)
-        from .bootstep import make_step
+        from .bootstep import WORKER_OPTIONS, make_steps
         from .discovery import remember
 
-        app.steps["worker"].add(make_step(self))
+        worker_step, consumer_step = make_steps(self)
+        app.steps["worker"].add(worker_step)
+        app.steps["consumer"].add(consumer_step)
+        for option in WORKER_OPTIONS:
+            app.user_options["worker"].add(option)
         remember(app, self)
 
     # -- configuration -----------------------------------------------------
@@ -104,26 +120,41 @@ class Persistent:
         return register
 
     def plan(self, msg1: Any, msg2: Any, opts: Mapping[str, Any] | None, stack: Any = None) -> Plan:
-        return plan(self.devices, self.app.conf, self.settings.max_message_bytes, msg1, msg2, opts, stack)
+        return plan(self.devices, self.store, self.app.conf, self.settings.max_message_bytes,
+                    msg1, msg2, opts, stack)
+
+    def ref(self, msg: Any) -> Ref:
+        """Store ``msg`` (content addressed) and return a small reference to it.
+
+        The Ref is accepted wherever a message is; passing it instead of a
+        large Msg1 means the message is neither hashed nor sent again.
+        """
+        if is_ref(msg):
+            return as_ref(msg)
+        return self.store.put(msg)
+
+    def _msg1_digest(self, msg1: Any) -> tuple[str, Any]:
+        if is_ref(msg1):
+            ref = as_ref(msg1)
+            return ref.digest, Lazy(lambda: self.store.get(ref))
+        return digest(validate(msg1, "msg1", self.settings.max_message_bytes)), msg1
 
     # -- the seed's interface ----------------------------------------------
 
     def group(self, msg1: Any, msg2: Any = None, opts: Mapping[str, Any] | None = None) -> str | None:
         """The group of a request; None when it is not coalesced."""
-        from .config import resolve_options
-
         merged = resolve_options(opts, self.app.conf)
-        encoded = validate(msg1, "msg1", self.settings.max_message_bytes)
+        msg1_digest, content = self._msg1_digest(msg1)
         if msg2 is not None:
             validate(msg2, "msg2", self.settings.max_message_bytes)
-        return group_of(self.devices.for_message(msg1), msg1, msg2, merged, encoded)
+        return group_of(self.devices.for_message(msg1), content, msg2, merged, msg1_digest)
 
     def default_grouper(self, msg1: Any, msg2: Any = None, opts: Mapping[str, Any] | None = None) -> str:
         """The grouper used when a device has none: a hash of both messages."""
-        encoded = validate(msg1, "msg1", self.settings.max_message_bytes)
+        msg1_digest, _ = self._msg1_digest(msg1)
         if msg2 is not None:
             validate(msg2, "msg2", self.settings.max_message_bytes)
-        return default_group(encoded, msg2)
+        return default_group(msg1_digest, msg2)
 
     def find_or_register(
         self, msg1: Any, msg2: Any, opts: Mapping[str, Any] | None = None
@@ -178,6 +209,112 @@ class Persistent:
         if isinstance(leader, Leader):
             raise PersistentError("await_ takes a Wait: a Leader executes and notifies instead")
         return self.app.AsyncResult(leader.waiter_id).get(timeout=timeout)
+
+    # -- persistent workers ----------------------------------------------------
+
+    def start_worker(self, msg1: Any, opts: Mapping[str, Any] | None = None, group: str | None = None) -> WorkerHandle:
+        """Place a group on the least loaded live persistent worker; never blocks on it.
+
+        Msg1 is stored (content addressed) so that another worker can take the
+        group over after a crash.  Starting a group that is already hosted
+        returns where it is.
+        """
+        return self.place(msg1, resolve_options(opts, self.app.conf), group)
+
+    def place(self, msg1: Any, opts: dict[str, Any], group: str | None, expect: str = "") -> WorkerHandle:
+        ref = self.ref(msg1)
+        content = self.store.get(ref)
+        group = group or self.group(ref, None, opts)
+        if group is None:
+            raise InvalidOptions("a persistent worker needs a group: await_inprogress is off", "await_inprogress")
+        host = self.pick_worker()
+        if host is None:
+            raise PersistentError("no live persistent worker: start one with `celery worker --persistent -P solo`")
+        queue = queue_name(self.settings.queue_prefix, group)
+        where = Placement(group, host, queue, ref.digest, bool(opts["static_worker"]), float(opts["worker_timeout"]),
+                          str(content.get("device")), ref.size, str(opts["error_strategy"]))
+        status, _token, info = self.registry.place(where, expect=expect)
+        if status == "exists":
+            return WorkerHandle(group, info[1], info[0])
+        if status != "placed":
+            raise PersistentError(f"group {group} cannot be placed now: it is {info[0] if info else status}")
+        return WorkerHandle(group, queue, host)
+
+    def pick_worker(self, exclude: str | None = None) -> str | None:
+        """The live persistent worker hosting the fewest groups."""
+        live = [(count, name) for name, count in self.registry.live_workers() if name != exclude]
+        return min(live)[1] if live else None
+
+    def stop_worker(self, group: str) -> bool:
+        """Ask the worker hosting ``group`` to let it go once its queue is done."""
+        owner = self.registry.owner(group)
+        if owner.get("mode") != "hosted" or not owner.get("host"):
+            return False
+        self.registry.post(owner["host"], f"stop:{group}")
+        return True
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Live hosted groups, for tools (status, monitor, Flower docs)."""
+        now = time.time()
+        out = []
+        for group, owner in self.registry.hosted_groups():
+            if owner.get("mode") != "hosted":
+                continue
+            last = float(owner.get("last") or 0) / 1000
+            out.append({
+                "group": group,
+                "hostname": owner.get("host", ""),
+                "queue": owner.get("queue", ""),
+                "static": owner.get("static") == "1",
+                "executions": int(owner.get("executions") or 0),
+                "idle": round(max(0.0, now - last), 3) if last else None,
+                "msg1_bytes": int(owner.get("bytes") or 0),
+                "state": owner.get("state", ""),
+                "timeout": float(owner.get("timeout") or 0),
+            })
+        return out
+
+    def forward_work(self, group: str, to: str, opts: Mapping[str, Any] | None = None) -> int:
+        """Move the messages waiting in ``group``'s queue to group ``to``'s queue."""
+        from .handoff import move_messages
+
+        prefix = self.settings.queue_prefix
+        return move_messages(self.app, queue_name(prefix, group), queue_name(prefix, to))
+
+    def hand_on(self, records: list[RequestRecord], msg1: Ref) -> int:
+        """Resubmit accepted requests of a group that lost its worker, against its last state."""
+        for record in records:
+            args = list(record.args or [])
+            if len(args) < 2:
+                continue
+            args[0] = msg1
+            task = self.app.tasks[record.task]
+            planned = self.plan(msg1, args[1], args[2] if len(args) > 2 else None, stack=record.stack)
+            self.coalescer.submit(task, planned, args, record.id, dict(record.options), flags="r")
+        return len(records)
+
+    def recover_hosted(self, group: str, token: str) -> None:
+        """A persistent worker died: place its group elsewhere, or run its requests as usual."""
+        owner = self.registry.owner(group)
+        target = self.pick_worker(exclude=owner.get("host"))
+        if owner.get("mode") == "hosted" and target is not None:
+            where = Placement(group, target, owner.get("queue", ""), owner.get("ref", ""), owner.get("static") == "1",
+                              float(owner.get("timeout") or 10), owner.get("device", ""), int(owner.get("bytes") or 0),
+                              owner.get("errors") or "ignore")
+            status, _, _ = self.registry.place(where, expect=token)
+            if status == "placed":
+                return
+        _, unfinished = self.registry.unhost(group, token, force=True)
+        self.hand_on(unfinished, Ref({REF_KEY: owner.get("ref", ""), "device": owner.get("device")}))
+
+
+@dataclass(frozen=True)
+class WorkerHandle:
+    """Where a group is hosted."""
+
+    group: str
+    queue: str
+    hostname: str
 
 
 def _resolve(

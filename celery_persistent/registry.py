@@ -33,13 +33,48 @@ class Outcome(str, Enum):
     LEADER = "leader"
     WAIT = "wait"
     QUEUED = "queued"
+    HOSTED = "hosted"
+    MOVED = "moved"
+    NOT_HOSTED = "nothost"
 
 
 @dataclass(frozen=True)
 class Submitted:
     outcome: Outcome
     token: str
-    other_id: str  # leader: own id; wait: id executing the same key; queued: owner id
+    other_id: str = ""  # leader: own id; wait: id executing the same key; queued: owner id
+    queue: str = ""  # hosted: the group's queue
+    ref: str = ""  # hosted: digest of the worker's Msg1
+    host: str = ""  # hosted: the worker's hostname
+    target: str = ""  # moved: the group's new name
+
+
+@dataclass(frozen=True)
+class Adopted:
+    token: str
+    queue: str
+    ref: str
+    static: bool
+    timeout: float
+    device: str
+    size: int
+    error_strategy: str
+    unfinished: list[RequestRecord]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a group is to be hosted (arguments of place.lua)."""
+
+    group: str
+    host: str
+    queue: str
+    ref: str
+    static: bool
+    timeout: float
+    device: str
+    size: int
+    error_strategy: str = "ignore"
 
 
 @dataclass
@@ -64,7 +99,10 @@ def _text(value: Any) -> str:
 class Registry:
     """Atomic registry operations; one instance per Redis client."""
 
-    SCRIPTS = ("submit", "claim", "renew", "finish", "expire")
+    SCRIPTS = (
+        "submit", "claim", "renew", "finish", "expire",
+        "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename",
+    )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float):
         self.client = client
@@ -77,9 +115,9 @@ class Registry:
             for name in self.SCRIPTS
         }
 
-    def submit(self, group: str, record: RequestRecord) -> Submitted:
+    def submit(self, group: str, record: RequestRecord, flags: str = "") -> Submitted:
         token = new_token()
-        status, other = self._scripts["submit"](
+        reply = [_text(x) if x is not None else "" for x in self._scripts["submit"](
             keys=self.keys.group_keys(group, record.key),
             args=[
                 group,
@@ -89,9 +127,15 @@ class Registry:
                 record.waiter().dumps(),
                 record.dumps(),
                 now_ms() + self.queue_ms,
+                flags,
             ],
-        )
-        return Submitted(Outcome(_text(status)), token, _text(other))
+        )]
+        outcome = Outcome(reply[0])
+        if outcome is Outcome.HOSTED:
+            return Submitted(outcome, token, queue=reply[1], ref=reply[2], host=reply[3])
+        if outcome is Outcome.MOVED:
+            return Submitted(outcome, token, target=reply[1])
+        return Submitted(outcome, token, other_id=reply[1] if len(reply) > 1 else "")
 
     def claim(self, group: str, token: str) -> bool:
         """Mark the leader as running; False means this copy is stale."""
@@ -112,12 +156,16 @@ class Registry:
             )
         return [bool(r) for r in pipe.execute()]
 
-    def finish(self, group: str, key: str, token: str) -> Finished:
-        """Release the group (holder only), take the waiters, hand it on."""
+    def finish(self, group: str, key: str, token: str, keep: bool = False) -> Finished:
+        """Release the group (holder only), take the waiters, hand it on.
+
+        ``keep`` releases only the key: the group stays with the token, for a
+        persistent worker to take over (``spawn_worker``).
+        """
         next_token = new_token()
         reply = self._scripts["finish"](
-            keys=self.keys.group_keys(group, key),
-            args=[group, key, token, next_token, now_ms() + self.queue_ms],
+            keys=self.keys.group_keys(group, key)[:5],
+            args=[group, key, token, next_token, now_ms() + self.queue_ms, "keep" if keep else ""],
         )
         if _text(reply[0]) == "stale":
             return Finished(stale=True)
@@ -149,7 +197,7 @@ class Registry:
         found = []
         for group, (token, key) in zip(names, pipe.execute(), strict=False):
             if token is not None:
-                found.append((group, _text(token), _text(key)))
+                found.append((group, _text(token), _text(key) if key is not None else ""))
             else:
                 # The owner hash is gone, so is the group: drop the stray lease.
                 self.client.zrem(self.keys.leases(), group)
@@ -163,9 +211,103 @@ class Registry:
             args=[group, token, now_ms(), fresh, now_ms() + self.queue_ms],
         )
         kind = _text(reply[0])
-        request = RequestRecord.loads(reply[1]) if len(reply) > 1 and reply[1] else None
+        has_request = kind in ("requeue", "dead") and len(reply) > 1 and reply[1]
+        request = RequestRecord.loads(reply[1]) if has_request else None
         return Expired(kind, fresh, request)
 
     def owner(self, group: str) -> dict[str, str]:
-        raw = self.client.hgetall(self.keys.owner(group))
-        return {_text(k): _text(v) for k, v in raw.items() if _text(k) != "request"}
+        """The owner hash without its (possibly large) stored request."""
+        fields = ("mode", "token", "host", "queue", "ref", "static", "timeout", "state", "device",
+                  "last", "bytes", "executions", "task_id", "key", "target", "errors")
+        values = self.client.hmget(self.keys.owner(group), fields)
+        return {f: _text(v) for f, v in zip(fields, values, strict=True) if v is not None}
+
+    # -- hosted groups (persistent workers) ----------------------------------
+
+    def place(self, where: Placement, expect: str = "") -> tuple[str, str, list[str]]:
+        """Give a group to a worker; returns (status, token, [host, queue] or [why])."""
+        token = new_token()
+        g = where.group
+        reply = self._scripts["place"](
+            keys=[self.keys.owner(g), self.keys.leases(), self.keys.hosts(), self.keys.inbox(where.host),
+                  self.keys.pending(g), self.keys.hosted_ids(g), self.keys.hosted_records(g)],
+            args=[g, token, where.host, where.queue, where.ref, "1" if where.static else "0", where.timeout,
+                  now_ms() + 3 * self.lease_ms, expect, where.device, now_ms(), where.size,
+                  where.error_strategy],
+        )
+        return _text(reply[0]), token, [_text(x) for x in reply[1:]]
+
+    def adopt(self, group: str, host: str) -> Adopted | None:
+        keys = [self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group),
+                self.keys.hosted_records(group)]
+        reply = self._scripts["adopt"](keys=keys, args=[group, host, now_ms() + self.lease_ms])
+        if _text(reply[0]) != "ok":
+            return None
+        token, queue, ref, static, timeout, device, size, errors = (_text(x) for x in reply[1:9])
+        return Adopted(token, queue, ref, static == "1", float(timeout), device, int(size or 0), errors,
+                       [RequestRecord.loads(r) for r in reply[9:]])
+
+    def start_hosted(self, group: str, token: str, task_id: str) -> bool:
+        keys = [self.keys.owner(group), self.keys.hosted_records(group)]
+        return bool(self._scripts["start_hosted"](keys=keys, args=[token, task_id, now_ms()]))
+
+    def finish_hosted(self, group: str, token: str, key: str, task_id: str,
+                      new_ref: str = "", size: int = 0) -> list[RequestRecord] | None:
+        """Waiters of a finished hosted request; None if another host owns the group."""
+        keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.waiters(group, key),
+                self.keys.hosted_ids(group), self.keys.hosted_records(group)]
+        reply = self._scripts["finish_hosted"](keys=keys, args=[token, key, task_id, new_ref, now_ms(), size])
+        if _text(reply[0]) == "stale":
+            return None
+        return [RequestRecord.loads(w) for w in reply[1:]]
+
+    def unhost(self, group: str, token: str, force: bool = False) -> tuple[str, list[RequestRecord]]:
+        keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.leases(), self.keys.hosts(),
+                self.keys.hosted_ids(group), self.keys.hosted_records(group)]
+        reply = self._scripts["unhost"](keys=keys, args=[group, token, "1" if force else ""])
+        return _text(reply[0]), [RequestRecord.loads(r) for r in reply[1:]]
+
+    def rename(self, old: str, new: str, token: str, new_queue: str) -> tuple[str, str]:
+        fresh = new_token()
+        keys = [self.keys.owner(old), self.keys.owner(new), self.keys.leases(), self.keys.hosts()]
+        reply = self._scripts["rename"](keys=keys, args=[old, new, token, fresh, new_queue,
+                                                         now_ms() + self.lease_ms, now_ms()])
+        return _text(reply[0]), fresh
+
+    def live_workers(self) -> list[tuple[str, int]]:
+        """(hostname, hosted group count) of persistent workers with a fresh heartbeat."""
+        names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), now_ms(), "+inf")]
+        if not names:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(self.keys.worker(name), "groups")
+        return [(name, int(count or 0)) for name, count in zip(names, pipe.execute(), strict=True)]
+
+    def heartbeat(self, hostname: str, info: dict[str, Any]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.keys.workers(), {hostname: now_ms() + self.lease_ms})
+        pipe.hset(self.keys.worker(hostname), mapping=info)
+        pipe.pexpire(self.keys.worker(hostname), 3 * self.lease_ms)
+        pipe.execute()
+
+    def leave(self, hostname: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self.keys.workers(), hostname)
+        pipe.delete(self.keys.worker(hostname))
+        pipe.execute()
+
+    def take_inbox(self, hostname: str) -> list[str]:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lrange(self.keys.inbox(hostname), 0, -1)
+        pipe.delete(self.keys.inbox(hostname))
+        raw, _ = pipe.execute()
+        return [_text(x) for x in raw]
+
+    def post(self, hostname: str, item: str) -> None:
+        self.client.rpush(self.keys.inbox(hostname), item)
+
+    def hosted_groups(self) -> list[tuple[str, dict[str, str]]]:
+        """Every hosted group with its owner fields (reads only)."""
+        groups = [_text(g) for g in self.client.zrange(self.keys.hosts(), 0, -1)]
+        return [(g, self.owner(g)) for g in groups]

@@ -12,6 +12,7 @@ from celery import Task
 from celery.result import AsyncResult
 
 from .coalescing import HEADER
+from .errors import PersistentError
 from .planning import unpack
 from .safety import check_serializer
 
@@ -62,6 +63,8 @@ class PersistentTask(Task):
         if header is None and not request.called_directly:
             header = getattr(request, HEADER, None)
         stack = tuple(header.get("stack") or ()) if header else None
+        if header and header.get("hosted"):
+            return self._run_hosted(header, args, kwargs)
         try:
             msg1, msg2, opts = unpack(args, kwargs)
             plan = self.persistent.plan(msg1, msg2, opts, stack=stack)
@@ -74,3 +77,13 @@ class PersistentTask(Task):
         if request.called_directly:
             return self.persistent.coalescer.execute(plan)
         return self.persistent.coalescer.run(self, plan, header, list(args))
+
+    def _run_hosted(self, header: dict[str, Any], args: Any, kwargs: Any) -> Any:
+        host = self.persistent.host
+        if host is None:
+            raise PersistentError(
+                f"a request of hosted group {header.get('group')} reached {self.request.hostname}, which does "
+                "not host groups: only `celery worker --persistent` workers should consume group queues"
+            )
+        _msg1, msg2, opts = unpack(args, kwargs)
+        return host.run(self, header, msg2, opts)

@@ -5,6 +5,7 @@
 -- Returns {"gone"} (owner changed), {"alive"} (lease renewed meanwhile),
 --         {"requeue", request} (never started: publish again under the new token)
 --         {"dead", request}    (died while running: call finish with the new token)
+--         {"orphan", host, mode} (a persistent worker died: place the group again)
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then
   return {'gone'}
 end
@@ -12,9 +13,14 @@ local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if score and tonumber(score) > tonumber(ARGV[3]) then
   return {'alive'}
 end
+local mode = redis.call('HGET', KEYS[1], 'mode')
 local state = redis.call('HGET', KEYS[1], 'state')
 redis.call('HSET', KEYS[1], 'token', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+if mode == 'hosted' or mode == 'moved' then
+  redis.call('HSET', KEYS[1], 'state', 'orphaned')
+  return {'orphan', redis.call('HGET', KEYS[1], 'host'), mode}
+end
 if state == 'queued' then
   return {'requeue', redis.call('HGET', KEYS[1], 'request')}
 end

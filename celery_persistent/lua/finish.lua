@@ -1,8 +1,9 @@
--- finish: the owner of a group is done; take its waiters and hand the group on.
+-- finish: the leader of a group is done; take its waiters and hand the group on.
 -- KEYS[1] owner HASH   KEYS[2] inflight HASH   KEYS[3] waiters LIST (owner's key)
 -- KEYS[4] pending LIST KEYS[5] leases ZSET
 -- ARGV[1] group  ARGV[2] owner's coalescing key  ARGV[3] owner token
 -- ARGV[4] token for the next owner  ARGV[5] next owner's lease deadline (ms)
+-- ARGV[6] "keep": release the key but keep the group (a persistent worker takes it next)
 -- Returns {"stale"} if the token does not own the group, else
 --         {"done", next request record or "", waiter record, ...}
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[3] then
@@ -15,6 +16,9 @@ end
 redis.call('DEL', KEYS[3])
 if redis.call('HGET', KEYS[2], ARGV[2]) == redis.call('HGET', KEYS[1], 'task_id') then
   redis.call('HDEL', KEYS[2], ARGV[2])
+end
+if ARGV[6] == 'keep' then
+  return result
 end
 local nxt = redis.call('LPOP', KEYS[4])
 if nxt then

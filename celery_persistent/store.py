@@ -1,0 +1,134 @@
+"""Content-addressed message store, and references to stored messages.
+
+``persistent.ref(msg)`` stores a message once under the digest of its
+canonical encoding and returns a ``Ref``: a small mapping that is accepted
+wherever a message is.  A Ref made in this process also keeps the message
+itself, so neither hashing nor a fetch is repeated; a Ref that arrives from
+elsewhere is loaded from Redis once and kept in a small local cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+from kombu.utils import json
+
+from .errors import InvalidMessage, LeaderDied
+from .keys import KeySpace
+from .messages import digest as digest_of
+from .messages import validate
+
+REF_KEY = "$persistent-ref"
+
+
+class StateLost(LeaderDied):
+    """A stored base message (or checkpoint) is gone: the request cannot run."""
+
+
+class Ref(dict):  # type: ignore[type-arg]
+    """``{"$persistent-ref": digest, "device": name, "bytes": size}``.
+
+    A dict, so it serializes as one; ``value`` (not serialized) holds the
+    message when this process made or loaded it.
+    """
+
+    value: Mapping[str, Any] | None = None
+
+    @property
+    def digest(self) -> str:
+        return str(self[REF_KEY])
+
+    @property
+    def size(self) -> int:
+        return int(self.get("bytes", 0))
+
+
+def is_ref(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and REF_KEY in obj
+
+
+def as_ref(obj: Mapping[str, Any]) -> Ref:
+    """A Ref from its serialized form, checked."""
+    ref = obj if isinstance(obj, Ref) else Ref(obj)
+    if not isinstance(ref.get(REF_KEY), str) or len(ref[REF_KEY]) != 32:
+        raise InvalidMessage("malformed message reference", "ref")
+    return ref
+
+
+class MessageStore:
+    """Stored messages in Redis, with a per-process LRU of decoded ones."""
+
+    def __init__(self, client: Callable[[], redis.Redis], keys: Callable[[], KeySpace],
+                 max_bytes: Callable[[], int], ttl: Callable[[], float], cache_bytes: int = 64 << 20) -> None:
+        self._client = client
+        self._keys = keys
+        self._max_bytes = max_bytes
+        self._ttl = ttl
+        self._cache: OrderedDict[str, tuple[Mapping[str, Any], int]] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._cached = 0
+        self._lock = threading.Lock()
+
+    def put(self, msg: Any, encoded: bytes | None = None, digest: str | None = None, size: int = 0) -> Ref:
+        """Store ``msg`` (once: content addressed); return its Ref.
+
+        Pass ``encoded`` (or ``digest`` and ``size``) when the caller already
+        validated the message, so that it is not encoded again.
+        """
+        if digest is None:
+            if encoded is None:
+                encoded = validate(msg, "message", self._max_bytes())
+            digest, size = digest_of(encoded), len(encoded)
+        ref = Ref({REF_KEY: digest, "device": msg.get("device"), "bytes": size})
+        ref.value = msg
+        key = self._keys().store(ref.digest)
+        ttl_ms = int(self._ttl() * 1000)
+        client = self._client()
+        # SET NX keeps the first copy; an existing one only has its TTL renewed.
+        if not client.set(key, json.dumps(msg), nx=True, px=ttl_ms):
+            client.pexpire(key, ttl_ms)
+        self._remember(ref.digest, msg, size)
+        return ref
+
+    def get(self, ref: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The message a Ref names (local copy, cache, or Redis)."""
+        ref = as_ref(ref)
+        if ref.value is not None:
+            return ref.value
+        with self._lock:
+            hit = self._cache.get(ref.digest)
+            if hit is not None:
+                self._cache.move_to_end(ref.digest)
+                return hit[0]
+        raw = self._client().get(self._keys().store(ref.digest))
+        if raw is None:
+            raise StateLost(f"stored message {ref.digest} is gone (expired or never stored)", "", "")
+        msg = json.loads(raw)
+        self._remember(ref.digest, msg, len(raw))
+        return msg  # type: ignore[no-any-return]
+
+    def touch(self, digests: list[str]) -> None:
+        """Renew the TTL of messages still in use (hosted Msg1s, checkpoints)."""
+        if not digests:
+            return
+        ttl_ms = int(self._ttl() * 1000)
+        pipe = self._client().pipeline(transaction=False)
+        for d in digests:
+            pipe.pexpire(self._keys().store(d), ttl_ms)
+        pipe.execute()
+
+    def _remember(self, key: str, msg: Mapping[str, Any], size: int) -> None:
+        if size > self._cache_bytes // 4:
+            return  # large messages are cached by their owner (a host), not here
+        with self._lock:
+            if key in self._cache:
+                return
+            self._cache[key] = (msg, size)
+            self._cached += size
+            while self._cached > self._cache_bytes and self._cache:
+                _, (_, old) = self._cache.popitem(last=False)
+                self._cached -= old

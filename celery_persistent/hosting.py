@@ -76,6 +76,7 @@ class Host:
         self._lock = threading.RLock()
         self._consumer: Any = None
         self._busy = False
+        self._draining = False
 
     # -- wiring ---------------------------------------------------------------
 
@@ -132,9 +133,14 @@ class Host:
         with self._lock:
             cached = sum(h.size for h in self.groups.values() if h.msg1 is not None)
             return {"groups": len(self.groups), "cache_bytes": cached, "max_cache_bytes": self.cache_bytes,
-                    "executions": sum(h.executions for h in self.groups.values())}
+                    "executions": sum(h.executions for h in self.groups.values()),
+                    "draining": int(self._draining)}
 
     def _inbox(self, item: str) -> None:
+        if item == "drain":
+            self._draining = True
+            self._soon(self.hand_off_all)
+            return
         if item.startswith("stop:"):
             h = self._lookup(item[5:])
             if h is not None and not h.releasing:
@@ -211,9 +217,13 @@ class Host:
 
     def shutdown(self) -> None:
         """Warm shutdown: hand every hosted group to another persistent worker."""
+        self.p.registry.leave(self.hostname)
+        self.hand_off_all()
+
+    def hand_off_all(self) -> None:
+        """Give every hosted group to another live persistent worker (else let it go)."""
         with self._lock:
             hosted = list(self.groups.values())
-        self.p.registry.leave(self.hostname)
         for h in hosted:
             target = self.p.pick_worker(exclude=self.hostname)
             moved = False
@@ -225,10 +235,12 @@ class Host:
                 if moved:
                     logger.info("handed group %s to %s", h.group, target)
             if not moved:
-                self._release(h, reason="shutdown", force=True)
-            else:
-                with self._lock:
-                    self._forget(h)
+                self._release(h, reason="hand-off", force=True)
+                continue
+            with self._lock:
+                self._forget(h)
+            for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
+                self._stop_consuming(queue)
 
     # -- execution ------------------------------------------------------------
 

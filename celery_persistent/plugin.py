@@ -253,6 +253,28 @@ class Persistent:
         self.registry.post(owner["host"], f"stop:{group}")
         return True
 
+    def drain(self, hostname: str) -> bool:
+        """Ask a persistent worker to hand all its groups to others (before a restart)."""
+        if hostname not in dict(self.registry.live_workers()):
+            return False
+        self.registry.post(hostname, "drain")
+        return True
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Live persistent workers and their load."""
+        return self.registry.worker_info()
+
+    def start_monitor(self, group: str | None = None, interval: float = 1.0, stream: Any = None) -> Any:
+        """Print the seed's sitrep (groups, workers, counters) on change, to stderr by default."""
+        from .monitor import Monitor
+
+        monitor = Monitor(self, group=group, interval=interval, stream=stream)
+        monitor.start()
+        return monitor
+
+    def stop_monitor(self, monitor: Any) -> None:
+        monitor.stop()
+
     def groups(self) -> list[dict[str, Any]]:
         """Live hosted groups, for tools (status, monitor, Flower docs)."""
         now = time.time()

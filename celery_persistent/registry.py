@@ -275,14 +275,31 @@ class Registry:
         return _text(reply[0]), fresh
 
     def live_workers(self) -> list[tuple[str, int]]:
-        """(hostname, hosted group count) of persistent workers with a fresh heartbeat."""
+        """(hostname, hosted group count) of persistent workers that take new groups."""
         names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), now_ms(), "+inf")]
         if not names:
             return []
         pipe = self.client.pipeline(transaction=False)
         for name in names:
-            pipe.hget(self.keys.worker(name), "groups")
-        return [(name, int(count or 0)) for name, count in zip(names, pipe.execute(), strict=True)]
+            pipe.hmget(self.keys.worker(name), "groups", "draining")
+        return [
+            (name, int(count or 0))
+            for name, (count, draining) in zip(names, pipe.execute(), strict=True)
+            if not (draining and int(draining))
+        ]
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        """Live persistent workers with what they last reported (reads only)."""
+        names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), now_ms(), "+inf")]
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.worker(name))
+        out = []
+        for name, raw in zip(names, pipe.execute(), strict=True):
+            info: dict[str, Any] = {"hostname": name}
+            info.update({_text(k): int(_text(v)) for k, v in raw.items()})
+            out.append(info)
+        return out
 
     def heartbeat(self, hostname: str, info: dict[str, Any]) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -89,7 +89,9 @@ def test_first_submit_leads(registry: Registry, client: redis.Redis, keys: KeySp
 
     assert sub.outcome is Outcome.LEADER
     assert sub.other_id == rec.id
-    assert registry.owner(GROUP) == {"mode": "leader", "token": sub.token, "task_id": rec.id, "key": "k-a", "state": "queued"}
+    assert registry.owner(GROUP) == {
+        "mode": "leader", "token": sub.token, "task_id": rec.id, "key": "k-a", "state": "queued"
+    }
     assert RequestRecord.loads(client.hget(keys.owner(GROUP), "request")) == rec
     assert client.hgetall(keys.inflight(GROUP)) == {b"k-a": rec.id.encode()}
     deadline = lease(client, keys)
@@ -308,7 +310,9 @@ def test_expire_reports_a_running_leader_dead(
 
     assert exp.kind == "dead"
     assert exp.request == leader
-    assert registry.owner(GROUP) == {"mode": "leader", "token": exp.token, "task_id": leader.id, "key": "k-a", "state": "dead"}
+    assert registry.owner(GROUP) == {
+        "mode": "leader", "token": exp.token, "task_id": leader.id, "key": "k-a", "state": "dead"
+    }
     # The dead leader can no longer renew or release; the reaper's token can.
     assert registry.renew([(GROUP, sub.token)]) == [False]
     assert registry.finish(GROUP, "k-a", sub.token).stale is True

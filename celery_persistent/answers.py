@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery, signature
 
+from .events import announce
 from .records import RequestRecord
 
 logger = logging.getLogger(__name__)
@@ -21,17 +22,18 @@ logger = logging.getLogger(__name__)
 
 def answer(app: Celery, records: Iterable[RequestRecord], outcome: Any) -> int:
     """Give every record the leader's Msg3, or its error; return how many."""
-    count = 0
+    done = []
     for record in records:
         try:
             if isinstance(outcome, BaseException):
                 _fail(app, record, outcome)
             else:
                 _succeed(app, record, outcome)
-            count += 1
+            done.append((record, outcome))
         except Exception:
             logger.exception("could not answer request %s", record.id)
-    return count
+    announce(app, done)
+    return len(done)
 
 
 def _succeed(app: Celery, record: RequestRecord, msg3: Any) -> None:

@@ -1,0 +1,49 @@
+"""Celery task events for requests answered without running (coalesced waiters,
+requests answered LeaderDied), so that Flower and `celery events` show them as
+tasks with a readable name and their final state."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+
+from .records import RequestRecord
+
+logger = logging.getLogger(__name__)
+
+NODE = f"persistent@{socket.gethostname()}"
+
+
+def announce(app: Celery, answered: Iterable[tuple[RequestRecord, Any]]) -> None:
+    """Send task-received and task-succeeded/failed for each (record, outcome)."""
+    if not app.conf.get("persistent_send_events", True):
+        return
+    items = list(answered)
+    if not items:
+        return
+    try:
+        with app.events.default_dispatcher(hostname=NODE) as dispatcher:
+            for record, outcome in items:
+                _send(dispatcher, record, outcome)
+    except Exception:  # events are a view: never fail an answer for them
+        logger.warning("could not send task events for answered requests", exc_info=True)
+
+
+def _send(dispatcher: Any, record: RequestRecord, outcome: Any) -> None:
+    name = record.options.get("shadow") or record.task
+    now = time.time()
+    dispatcher.send("task-received", uuid=record.id, name=name, args=repr(record.args or []),
+                    kwargs="{}", root_id=record.options.get("root_id") or record.id,
+                    parent_id=record.options.get("parent_id"), retries=0, eta=None, expires=None,
+                    coalesced=True, timestamp=now)
+    if isinstance(outcome, BaseException):
+        dispatcher.send("task-failed", uuid=record.id, exception=repr(outcome), traceback="",
+                        coalesced=True, timestamp=now)
+    else:
+        dispatcher.send("task-succeeded", uuid=record.id, result=repr(outcome)[:1024], runtime=0.0,
+                        coalesced=True, timestamp=now)

@@ -11,6 +11,7 @@ from .errors import (
     InvalidOptions,
     LeaderDied,
     PersistentError,
+    StateLost,
     UnknownDevice,
     UnknownKey,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "LeaderDied",
     "Persistent",
     "PersistentError",
+    "StateLost",
     "UnknownDevice",
     "UnknownKey",
     "Wait",

@@ -1,23 +1,178 @@
-"""``celery -A proj persistent ...``: the plugin's sub-command (celery.commands entry point)."""
+"""``celery -A proj persistent ...``: the plugin's sub-command (celery.commands entry point).
+
+Celery's own command puts a ``CLIContext`` in ``ctx.obj``; its ``.app`` is the
+app given with ``-A``, and ``find_plugin`` finds the ``Persistent`` on it.
+Every failure is one line on stderr and a non-zero exit status.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
 import click
 from celery.bin.base import CeleryCommand
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+from .errors import PersistentError
+from .monitor import Monitor, render, snapshot
+
+if TYPE_CHECKING:
+    from .plugin import Persistent
 
 
-@click.group(cls=click.Group, name="persistent")
-@click.pass_context
-def persistent(ctx: click.Context) -> None:
+@click.group(name="persistent")
+def persistent() -> None:
     """Inspect and steer celery_persistent groups and persistent workers."""
 
 
-@persistent.command(cls=CeleryCommand)
-@click.pass_context
-def status(ctx: click.Context) -> None:
-    """Print the plugin's counters."""
+def plugin_of(ctx: click.Context) -> Persistent:
     from .discovery import find_plugin
 
-    plugin = find_plugin(ctx.obj.app)
-    for name, value in sorted(plugin.metrics.read().items()):
-        click.echo(f"{name:<12} {value}")
+    return find_plugin(ctx.obj.app)
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+@contextmanager
+def clear_errors(what: str) -> Iterator[None]:
+    """Turn whatever goes wrong into one line and exit status 1."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except CeleryTimeout as exc:
+        raise click.ClickException(f"{what}: no answer in time ({exc})") from exc
+    except PersistentError as exc:
+        raise click.ClickException(f"{what}: {one_line(exc)}") from exc
+    except Exception as exc:  # broker, Redis, device errors: still one line
+        raise click.ClickException(f"{what}: {one_line(exc)}") from exc
+
+
+def load_json(path: str) -> Any:
+    """A message from a JSON file (``-`` reads stdin)."""
+    try:
+        if path == "-":
+            return json.load(sys.stdin)
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.ClickException(f"{path} is not valid JSON: {one_line(exc)}") from exc
+
+
+def as_json(value: Any) -> str:
+    def fallback(item: Any) -> Any:
+        return item.decode("utf-8", "replace") if isinstance(item, bytes) else repr(item)
+
+    return json.dumps(value, sort_keys=True, default=fallback)
+
+
+@persistent.command(cls=CeleryCommand)
+@click.option("--json", "as_json_", is_flag=True, help="Print the same as JSON.")
+@click.option("--group", default=None, help="Show only this group.")
+@click.pass_context
+def status(ctx: click.Context, as_json_: bool, group: str | None) -> None:
+    """Hosted groups, live persistent workers and the plugin's counters."""
+    plugin = plugin_of(ctx)
+    with clear_errors("cannot read the status"):
+        snap = snapshot(plugin, group)
+    if as_json_:
+        click.echo(as_json(snap.as_json()))
+    else:
+        click.echo("\n".join(render(snap)))
+
+
+@persistent.command(cls=CeleryCommand)
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after this many refreshes.")
+@click.option("--group", default=None, help="Watch only this group.")
+@click.pass_context
+def monitor(ctx: click.Context, interval: float, count: int | None, group: str | None) -> None:
+    """The status, live: printed once in full, then only what changes (Ctrl-C to stop)."""
+    watcher = Monitor(plugin_of(ctx), group=group, interval=interval, stream=click.get_text_stream("stdout"))
+    try:
+        watcher.run(count)
+    except KeyboardInterrupt:
+        click.echo("")
+
+
+@persistent.command(cls=CeleryCommand)
+@click.argument("msg1_file", metavar="MSG1.json")
+@click.option("--static", is_flag=True, help="Keep Msg1 (default: roll it forward with each Msg3).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Idle seconds before the group is let go (default: worker_timeout).")
+@click.option("--group", default=None, help="Host under this group name (default: the device's grouper).")
+@click.option("--json", "as_json_", is_flag=True, help="Print group, queue and hostname as JSON.")
+@click.pass_context
+def start(ctx: click.Context, msg1_file: str, static: bool, timeout: float | None, group: str | None,
+          as_json_: bool) -> None:
+    """Place a group holding MSG1 on the least loaded persistent worker."""
+    msg1 = load_json(msg1_file)
+    plugin = plugin_of(ctx)
+    opts: dict[str, Any] = {"static_worker": static}
+    if timeout is not None:
+        opts["worker_timeout"] = timeout
+    with clear_errors("cannot start a persistent worker"):
+        handle = plugin.start_worker(msg1, opts, group=group)
+    if as_json_:
+        click.echo(as_json({"group": handle.group, "queue": handle.queue, "hostname": handle.hostname}))
+    else:
+        click.echo(f"group {handle.group} on {handle.hostname}, queue {handle.queue}")
+
+
+@persistent.command(cls=CeleryCommand)
+@click.argument("group")
+@click.pass_context
+def stop(ctx: click.Context, group: str) -> None:
+    """Let GROUP go once its queue is done."""
+    plugin = plugin_of(ctx)
+    with clear_errors(f"cannot stop group {group}"):
+        stopped = plugin.stop_worker(group)
+    if not stopped:
+        raise click.ClickException(f"unknown group {group}: no persistent worker hosts it")
+    click.echo(f"stopping group {group}")
+
+
+@persistent.command(cls=CeleryCommand)
+@click.argument("msg1_file", metavar="MSG1.json")
+@click.argument("msg2_file", metavar="MSG2.json")
+@click.option("--opts", "opts_text", default=None, help='Options as JSON, e.g. \'{"spawn_worker": true}\'.')
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds to wait for Msg3.")
+@click.pass_context
+def resolve(ctx: click.Context, msg1_file: str, msg2_file: str, opts_text: str | None, timeout: float) -> None:
+    """Resolve MSG2 against MSG1 through the workers; print Msg3 as JSON."""
+    msg1, msg2 = load_json(msg1_file), load_json(msg2_file)
+    opts = None
+    if opts_text is not None:
+        try:
+            opts = json.loads(opts_text)
+        except json.JSONDecodeError as exc:
+            raise click.ClickException(f"--opts is not valid JSON: {one_line(exc)}") from exc
+    plugin = plugin_of(ctx)
+    with clear_errors("resolve failed"):
+        result = plugin.resolve.delay(msg1, msg2, opts=opts).get(timeout=timeout)
+    click.echo(as_json(result))
+
+
+@persistent.command(cls=CeleryCommand)
+@click.argument("worker")
+@click.pass_context
+def drain(ctx: click.Context, worker: str) -> None:
+    """Hand every group of persistent WORKER (a hostname) to the others, e.g. before a restart."""
+    plugin = plugin_of(ctx)
+    with clear_errors(f"cannot drain {worker}"):
+        asked = plugin.drain(worker)
+        live = [info["hostname"] for info in plugin.workers()]
+    if not asked:
+        raise click.ClickException(f"no live persistent worker named {worker} (live: {', '.join(live) or 'none'})")
+    click.echo(f"draining {worker}: its groups move to the other persistent workers")

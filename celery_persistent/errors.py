@@ -89,6 +89,10 @@ class LeaderDied(PersistentError):
         return str(self.args[2])
 
 
+class StateLost(LeaderDied):
+    """A stored base message (or checkpoint) is gone, so the request cannot run."""
+
+
 class InfiniteRecursionError(PersistentError):
     """An execution requested its own group again; waiting would deadlock."""
 

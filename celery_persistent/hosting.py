@@ -225,22 +225,29 @@ class Host:
         with self._lock:
             hosted = list(self.groups.values())
         for h in hosted:
-            target = self.p.pick_worker(exclude=self.hostname)
-            moved = False
-            if target is not None:
-                where = Placement(h.group, target, h.queue, h.ref, h.static, h.timeout, h.device, h.size,
-                                  h.error_strategy)
-                status, _token, _ = self.p.registry.place(where, expect=h.token)
-                moved = status == "placed"
-                if moved:
-                    logger.info("handed group %s to %s", h.group, target)
-            if not moved:
+            if not self._hand_off(h, allow_self=False):
                 self._release(h, reason="hand-off", force=True)
-                continue
-            with self._lock:
-                self._forget(h)
-            for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
-                self._stop_consuming(queue)
+
+    def _hand_off(self, h: Hosted, allow_self: bool) -> bool:
+        """Place the group (from its checkpoint, with its unfinished requests) on a worker."""
+        target = self.p.pick_worker(exclude=self.hostname) or (self.hostname if allow_self else None)
+        if target is None:
+            return False
+        where = Placement(h.group, target, h.queue, h.ref, h.static, h.timeout, h.device, h.size, h.error_strategy)
+        status, _token, _ = self.p.registry.place(where, expect=h.token)
+        if status != "placed":
+            return False
+        with self._lock:
+            self._forget(h)
+        for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
+            self._stop_consuming(queue)
+        logger.info("handed group %s to %s", h.group, target)
+        return True
+
+    def _restart(self, h: Hosted) -> None:
+        """error_strategy="throw": end this instance; a fresh one resumes from the checkpoint."""
+        if not self._hand_off(h, allow_self=True):
+            self._release(h, reason="error", force=True)
 
     # -- execution ------------------------------------------------------------
 
@@ -304,7 +311,7 @@ class Host:
         answer(self.p.app, waiters, outcome)
         if failed and h.error_strategy == "throw" and not h.releasing:
             h.releasing = True
-            self._soon(lambda: self._release(h, reason="error", force=True))
+            self._soon(lambda: self._restart(h))
         if new_ref:
             self._maybe_rename(h)
 
@@ -344,7 +351,7 @@ class Host:
         with self._lock:
             self.groups.move_to_end(h.group, last=True) if h.group in self.groups else None
         if h.msg1 is None:
-            h.msg1 = self.p.store.get(Ref({REF_KEY: h.ref, "device": h.device}))
+            h.msg1 = self.p.store.get(Ref({REF_KEY: h.ref, "device": h.device}), cache=False)
             self._fit_cache(keep=h)
         return h.msg1
 

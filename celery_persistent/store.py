@@ -17,16 +17,12 @@ from typing import Any
 import redis
 from kombu.utils import json
 
-from .errors import InvalidMessage, LeaderDied
+from .errors import InvalidMessage, StateLost
 from .keys import KeySpace
 from .messages import digest as digest_of
 from .messages import validate
 
 REF_KEY = "$persistent-ref"
-
-
-class StateLost(LeaderDied):
-    """A stored base message (or checkpoint) is gone: the request cannot run."""
 
 
 class Ref(dict):  # type: ignore[type-arg]
@@ -94,8 +90,12 @@ class MessageStore:
         self._remember(ref.digest, msg, size)
         return ref
 
-    def get(self, ref: Mapping[str, Any]) -> Mapping[str, Any]:
-        """The message a Ref names (local copy, cache, or Redis)."""
+    def get(self, ref: Mapping[str, Any], cache: bool = True) -> Mapping[str, Any]:
+        """The message a Ref names (local copy, cache, or Redis).
+
+        ``cache=False`` for callers that keep the message themselves under
+        their own bound (a persistent worker), so it is not held twice.
+        """
         ref = as_ref(ref)
         if ref.value is not None:
             return ref.value
@@ -108,7 +108,8 @@ class MessageStore:
         if raw is None:
             raise StateLost(f"stored message {ref.digest} is gone (expired or never stored)", "", "")
         msg = json.loads(raw)
-        self._remember(ref.digest, msg, len(raw))
+        if cache:
+            self._remember(ref.digest, msg, len(raw))
         return msg  # type: ignore[no-any-return]
 
     def touch(self, digests: list[str]) -> None:

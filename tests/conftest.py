@@ -17,12 +17,14 @@ from celery_persistent.embedded import local_or_embedded_redis
 
 REDIS_URL = os.environ.get("CP_TEST_REDIS_URL") or local_or_embedded_redis(db=13)
 SESSION = uuid.uuid4().hex[:8]
+MAX_BYTES = 8 * 1024 * 1024  # persistent_max_message_bytes of the test apps
 os.environ.update(
     CP_BROKER_URL=REDIS_URL,
     CP_BACKEND_URL=REDIS_URL,
     CP_REDIS_URL=REDIS_URL,
     CP_PREFIX=f"cpt{SESSION}",
     CP_QUEUE=f"cpt{SESSION}",
+    CP_MAX_BYTES=str(MAX_BYTES),
 )
 
 from tests.support import Worker  # noqa: E402

@@ -74,3 +74,55 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+def port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Cluster:
+    """Real workers of one test app: persistent (solo, --persistent) and ordinary."""
+
+    def __init__(self, app_module: str, persistent: Any, logdir: Path) -> None:
+        self.app_module = app_module
+        self.persistent = persistent
+        self.logdir = logdir
+        self.workers: list[Worker] = []
+
+    def persistent_worker(self, *extra: str) -> Worker:
+        # -Q names a queue nobody sends to: the worker consumes only group queues.
+        queue = f"{os.environ.get('CP_QUEUE', 'cptest')}-unused"
+        return self._add(Worker(app=self.app_module, pool="solo", logdir=self.logdir,
+                                extra=["--persistent", "-Q", queue, *extra]))
+
+    def ordinary_worker(self, pool: str = "prefork", concurrency: int = 2) -> Worker:
+        return self._add(Worker(app=self.app_module, pool=pool, concurrency=concurrency, logdir=self.logdir))
+
+    def _add(self, worker: Worker) -> Worker:
+        self.workers.append(worker)
+        return worker
+
+    def ready(self) -> None:
+        for worker in self.workers:
+            worker.wait_ready()
+        hosts = {w.hostname for w in self.workers if "--persistent" in w.proc.args}
+        wait_until(lambda: hosts <= {w["hostname"] for w in self.persistent.workers()},
+                   message="persistent workers to report in")
+
+    def by_hostname(self, hostname: str) -> Worker:
+        return next(w for w in self.workers if w.hostname == hostname)
+
+    def stop(self) -> None:
+        names = {w.hostname for w in self.workers}
+        for worker in self.workers:
+            worker.stop()
+        # A killed worker stays "live" until its heartbeat lapses; wait so that
+        # the next test never places a group on it.
+        wait_until(lambda: not names & {w["hostname"] for w in self.persistent.workers()},
+                   timeout=30, message="stopped workers to leave the registry")

@@ -32,7 +32,7 @@ CLIENT_CASES = [
     ("nested non-str key", GOOD1, {"path": "add", "by": {2: 3}}, InvalidMessage, "keys must be str"),
     ("unserialisable", GOOD1, {"path": "add", "by": object()}, InvalidMessage, "cannot be part of a message"),
     ("set value", GOOD1, {"path": "add", "by": {1, 2}}, InvalidMessage, "type set"),
-    ("oversize", {**GOOD1, "blob": "x" * (2 * 1024 * 1024)}, GOOD2, InvalidMessage, "over persistent_max"),
+    ("oversize", {**GOOD1, "blob": "x" * (9 * 1024 * 1024)}, GOOD2, InvalidMessage, "over persistent_max"),
     ("unknown device", {"device": "nope"}, GOOD2, UnknownDevice, "unknown device 'nope'"),
     ("no device", {"id": "x"}, GOOD2, UnknownDevice, "no 'device' key"),
     ("unknown key", GOOD1, {"path": "subtract"}, UnknownKey, "device 'counter' has no key 'subtract'"),
@@ -59,7 +59,7 @@ def test_bad_options_and_unsafe_serializer_on_the_client(persistent) -> None:
 WORKER_CASES = [
     ("not a mapping", ["x", GOOD2], "json", InvalidMessage, "msg1 must be a mapping"),
     ("msgpack int key", [{"device": "counter", 7: 1}, GOOD2], "msgpack", InvalidMessage, "could not be decoded"),
-    ("oversize", [{**GOOD1, "blob": "y" * (2 * 1024 * 1024)}, GOOD2], "json", InvalidMessage, "over persistent"),
+    ("oversize", [{**GOOD1, "blob": "y" * (9 * 1024 * 1024)}, GOOD2], "json", InvalidMessage, "over persistent"),
     ("unknown device", [{"device": "nope"}, GOOD2], "json", UnknownDevice, "unknown device 'nope'"),
     ("unknown key", [GOOD1, {"path": "nope"}], "json", UnknownKey, "has no key 'nope'"),
     ("bad opts", [GOOD1, GOOD2, {"error_strategy": "panic"}], "json", InvalidOptions, "error_strategy"),

@@ -167,18 +167,18 @@ def install(persistent: Persistent) -> None:
         persistent.device(name)(cls)
     app = persistent.app
 
-    @app.task(name="tests.collect")
+    @app.task(name="tests.collect", shared=False)
     def collect(results: list[Any]) -> list[Any]:
         return results
 
 
-    @app.task(name="tests.mark")
+    @app.task(name="tests.mark", shared=False)
     def mark(result: Any, label: str) -> str:
         evidence().rpush(ekey("marks", label), "ok")
         return label
 
 
-    @app.task(name="tests.mark_error")
+    @app.task(name="tests.mark_error", shared=False)
     def mark_error(request: Any, exc: Any, traceback: Any, label: str) -> str:
         evidence().rpush(ekey("errors", label), type(exc).__name__)
         return label

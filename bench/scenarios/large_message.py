@@ -1,0 +1,151 @@
+"""Scenario 1: a large base message, through a persistent worker or by value.
+
+Ours: ``start_worker(ref(msg1), static_worker=True)`` on a persistent worker,
+then ``persistent.resolve.delay(ref, small_msg2).get()`` sequentially.
+Baseline: ``plain.delay(msg1, msg2).get()`` on an ordinary solo worker, and a
+tiny plain round trip on the same worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from bench.scenarios import Context, Result
+from bench.stats import Row, Summary, interleave, ms, noise_of, p50_p99
+from bench.workers import Fleet, wait_until
+
+SIZES = {"10 KB": 10 * 1024, "1 MB": 1024 * 1024, "10 MB": 10 * 1024 * 1024}
+ITEM = 1000  # characters per list item of Msg1["data"]
+TINY1 = {"device": "blob", "id": "tiny", "data": ["x"]}
+GET_TIMEOUT = 120
+
+
+def make_msg1(label: str, size: int) -> dict[str, Any]:
+    """A JSON-typical base message of about ``size`` bytes: a list of 1 KB strings."""
+    blob = os.urandom(size // 2).hex()
+    data = [blob[i: i + ITEM] for i in range(0, len(blob), ITEM)]
+    return {"device": "blob", "id": label.replace(" ", ""), "data": data}
+
+
+def _plain(msg1: Any) -> Any:
+    from bench.app import plain
+
+    counter = iter(range(10**9))
+    return lambda: plain.delay(msg1, {"path": "peek", "n": next(counter)}).get(timeout=GET_TIMEOUT)
+
+
+def _ours(msg1: Any, opts: Any = None) -> Any:
+    from bench.app import persistent
+
+    counter = iter(range(10**9))
+
+    def call() -> Any:
+        return persistent.resolve.delay(msg1, {"path": "peek", "n": next(counter)}, opts).get(timeout=GET_TIMEOUT)
+
+    return call
+
+
+def host(msg1: dict[str, Any]) -> Any:
+    """Place Msg1 on the persistent worker (static) and wait until the worker adopted it."""
+    from bench.app import persistent
+
+    ref = persistent.ref(msg1)
+    handle = persistent.start_worker(ref, {"static_worker": True, "worker_timeout": 3600})
+    wait_until(lambda: persistent.registry.owner(handle.group).get("state") == "active", 60, 0.05,
+               f"group {handle.group} to be adopted")
+    return ref
+
+
+def measure(ctx: Context) -> tuple[dict[str, Summary], dict[str, float]]:
+    """Interleaved rounds over every size; returns the summaries and the cold first requests."""
+    msgs = {label: make_msg1(label, size) for label, size in SIZES.items()}
+    refs = {label: host(msg) for label, msg in msgs.items()}
+    cold = {}
+    for label, ref in refs.items():
+        start = time.perf_counter()
+        answer = _ours(ref)()  # the worker loads Msg1 from the store once
+        cold[label] = time.perf_counter() - start
+        assert answer["items"] == len(msgs[label]["data"]), answer
+        _plain(msgs[label])()
+    _plain(TINY1)()
+    k = ctx.pick(10, 20)
+    plain_k = {"10 KB": ctx.pick(10, 20), "1 MB": ctx.pick(3, 6), "10 MB": ctx.pick(1, 2)}
+    variants: dict[str, tuple[Any, int]] = {"plain tiny": (_plain(TINY1), k)}
+    for label in SIZES:
+        variants[f"ours {label}"] = (_ours(refs[label]), k)
+        variants[f"plain {label}"] = (_plain(msgs[label]), plain_k[label])
+    # Passing the 10 MB Msg1 itself (not its ref) to the hosted group: the client hashes it each time.
+    variants["ours 10 MB by value"] = (_ours(msgs["10 MB"]), ctx.pick(1, 2))
+    return interleave(variants, ctx.pick(3, 5)), cold
+
+
+def rows(s: dict[str, Summary]) -> list[Row]:
+    out = []
+    for label in SIZES:
+        ours, base = s[f"ours {label}"], s[f"plain {label}"]
+        speedup = base.median / ours.median
+        is_target = label == "10 MB"
+        out.append(Row(
+            "1 large Msg1", f"p50 latency, Msg1 {label}: persistent (ref) vs plain by value",
+            p50_p99(ours), p50_p99(base), speedup, f"{speedup:.1f}× faster",
+            "≥ 50× faster" if is_target else "", (speedup >= 50) if is_target else None,
+            noise_of(ours, base), {"ours": ours.as_dict(), "baseline": base.as_dict()}))
+    ours, tiny = s["ours 10 MB"], s["plain tiny"]
+    ratio = ours.median / tiny.median
+    out.append(Row("1 large Msg1", "persistent 10 MB p50 vs a tiny plain Celery round trip",
+                   p50_p99(ours), p50_p99(tiny), ratio, f"{ratio:.2f}×", "≤ 1.5×", ratio <= 1.5,
+                   noise_of(ours, tiny), {"ours": ours.as_dict(), "baseline": tiny.as_dict()}))
+    by_value, plain10 = s["ours 10 MB by value"], s["plain 10 MB"]
+    ratio = plain10.median / by_value.median
+    out.append(Row("1 large Msg1", "10 MB Msg1 passed by value to the hosted group (no ref) vs plain",
+                   p50_p99(by_value), p50_p99(plain10), ratio, f"{ratio:.1f}× faster", "", None,
+                   noise_of(by_value, plain10), {"ours": by_value.as_dict(), "baseline": plain10.as_dict()}))
+    return out
+
+
+def run(ctx: Context) -> Result:
+    from bench.app import DEFAULT_QUEUE
+
+    result = Result(
+        "large_message", "Large base message",
+        "1 persistent worker (`-P solo --persistent`, static groups) vs 1 ordinary solo worker; "
+        "requests sent one at a time from one client; Msg1 is a list of 1 KB strings.")
+    with Fleet(ctx.logdir) as fleet:
+        fleet.start({"queues": [DEFAULT_QUEUE]},
+                    {"queues": [f"{ctx.prefix}.unused"], "persistent": True})
+        summaries, cold = measure(ctx)
+    result.rows = rows(summaries)
+    result.data = {"summaries": {k: v.as_dict() for k, v in summaries.items()},
+                   "cold_first_request_s": cold, "sizes": SIZES}
+    result.notes.append("The first request of each hosted group loads Msg1 from the store once (cold): "
+                        + ", ".join(f"{k} {ms(v)}" for k, v in cold.items()) + "; it is not in the samples.")
+    return result
+
+
+def plot(result: Result, path: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    s = result.data["summaries"]
+    sizes = list(SIZES.values())
+    labels = list(SIZES)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, style in (("ours", "o-"), ("plain", "s--")):
+        med = [s[f"{name} {lb}"]["median"] * 1000 for lb in labels]
+        p99 = [s[f"{name} {lb}"]["p99"] * 1000 for lb in labels]
+        text = "persistent worker (ref)" if name == "ours" else "plain Celery, Msg1 by value"
+        line = ax.plot(sizes, med, style, label=f"{text}, p50")[0]
+        ax.plot(sizes, p99, style, alpha=0.4, color=line.get_color(), label=f"{text}, p99")
+    ax.axhline(s["plain tiny"]["median"] * 1000, color="grey", linestyle=":", label="tiny plain round trip, p50")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sizes, labels)
+    ax.set_xlabel("Msg1 size")
+    ax.set_ylabel("latency per request (ms)")
+    ax.set_title("Large base message: per-request latency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

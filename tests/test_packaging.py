@@ -1,0 +1,228 @@
+"""Packaging: docker/compose.yaml, the configs/ modules and the docs site.
+
+Nothing here needs Docker: the compose file is parsed, and every command in
+it is checked to resolve to something installed (the ``celery`` console
+script, its sub-commands and the worker options the plugin adds, or an
+importable module for ``python -m``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+import pytest
+import yaml
+from celery import Celery
+from celery.app.defaults import DEFAULTS
+
+from celery_persistent import config as persistent_config
+from celery_persistent.bootstep import WORKER_OPTIONS
+from celery_persistent.config import OPTION_DEFAULTS, Settings, resolve_options
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker" / "compose.yaml"
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+APP_SERVICES = {"worker", "persistent-worker", "flower", "demo"}
+EXPECTED_SERVICES = {"redis", "rabbitmq"} | APP_SERVICES
+
+# -- compose.yaml --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def argv(command: str | list[Any]) -> list[str]:
+    """A compose ``command`` as argv, with ``${VAR:-default}`` replaced by its default."""
+    words = shlex.split(command) if isinstance(command, str) else [str(w) for w in command]
+    return [re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", w) for w in words]
+
+
+def split_celery(words: list[str]) -> tuple[str, list[str]]:
+    """(sub-command, its arguments) of ``celery [global options] SUB [args]``."""
+    assert words[0] == "celery"
+    rest = words[1:]
+    while rest and rest[0].startswith("-"):
+        option = rest.pop(0)
+        if option in ("-A", "--app", "-b", "--broker", "--result-backend", "--loader", "--config", "--workdir"):
+            rest.pop(0)  # takes a value
+    assert rest, f"no celery sub-command in {words}"
+    return rest[0], rest[1:]
+
+
+def option_names(command: click.Command) -> set[str]:
+    return {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+
+
+def test_compose_parses_and_has_the_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) >= EXPECTED_SERVICES
+    for name in APP_SERVICES:
+        assert services[name].get("command"), f"service {name} has no command"
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
+        assert (COMPOSE.parent / services[name]["build"]["context"] / "docker" / "Dockerfile").is_file()
+    assert services["persistent-worker"]["deploy"]["replicas"] >= 1
+    assert services["demo"]["restart"] == "no"
+
+
+def test_compose_services_run_the_expected_commands(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert split_celery(argv(services["worker"]["command"]))[0] == "worker"
+    sub, args = split_celery(argv(services["persistent-worker"]["command"]))
+    assert sub == "worker"
+    assert "--persistent" in args
+    assert args[args.index("-P") + 1] == "solo"
+    assert split_celery(argv(services["flower"]["command"]))[0] == "flower"
+    assert argv(services["demo"]["command"]) == ["python", "-m", "celery_persistent.demo"]
+
+
+def test_celery_console_script_is_installed() -> None:
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="celery")
+    assert [ep.value for ep in scripts] == ["celery.__main__:main"]
+    script = Path(sys.executable).parent / "celery"
+    assert script.is_file() and os.access(script, os.X_OK), f"{script} is not an executable"
+
+
+def test_persistent_subcommand_is_a_celery_commands_entry_point() -> None:
+    found = importlib.metadata.entry_points(group="celery.commands", name="persistent")
+    assert [ep.value for ep in found] == ["celery_persistent.cli:persistent"]
+    command = next(iter(found)).load()
+    assert isinstance(command, click.Command)
+
+
+def test_plugin_worker_options_are_the_documented_ones() -> None:
+    names = {opt for option in WORKER_OPTIONS for opt in option.opts}
+    assert {"--persistent", "--persistent-cache-bytes", "--persistent-timeout"} <= names
+
+
+def test_every_compose_command_resolves(compose: dict[str, Any]) -> None:
+    from celery.bin.celery import celery as celery_main
+
+    plugin_options = {opt for option in WORKER_OPTIONS for opt in option.opts}
+    for name, service in compose["services"].items():
+        if "command" not in service or name not in APP_SERVICES:
+            continue
+        words = argv(service["command"])
+        if words[0] == "python":
+            assert words[1] == "-m", f"{name}: {words}"
+            # The module may be written by someone else concurrently: it must exist when this runs.
+            assert importlib.util.find_spec(words[2]) is not None, f"{name}: no module {words[2]}"
+            continue
+        sub, args = split_celery(words)
+        assert sub in celery_main.commands, f"{name}: `celery {sub}` is not a registered sub-command"
+        command = celery_main.commands[sub]
+        assert isinstance(command, click.Command)
+        if sub == "worker":
+            known = option_names(command) | plugin_options
+            for word in args:
+                if word.startswith("-"):
+                    assert word.split("=", 1)[0] in known, f"{name}: unknown worker option {word}"
+            used = {w for w in args if w.startswith("--persistent")}
+            assert used <= plugin_options, f"{name}: {used - plugin_options} not added by celery_persistent"
+        if sub == "persistent":
+            assert args and args[0] in command.commands, f"{name}: no `celery persistent {args[:1]}`"
+
+
+def test_dockerfile_basics() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"^ARG PROJ\b", text, re.M)
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(r"^RUN pip install .*\.", text, re.M)
+    for source in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", text, re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), f"Dockerfile copies {path}, which does not exist"
+
+
+# -- configs/ -----------------------------------------------------------------------------
+
+
+def persistent_keys_read_by_config() -> set[str]:
+    """Every ``persistent_*`` key that celery_persistent/config.py reads."""
+    source = Path(persistent_config.__file__).read_text(encoding="utf-8")
+    literal = set(re.findall(r"[\"'](persistent_[a-z_]+)[\"']", source))
+    return literal | {f"persistent_{name}" for name in OPTION_DEFAULTS}
+
+
+def settings_of(module: ModuleType) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, ModuleType) and not callable(value)
+        and name != "annotations"
+    }
+
+
+def test_there_are_the_three_configs() -> None:
+    assert {"redis", "rabbitmq", "production"} <= set(CONFIGS)
+    importlib.import_module("configs")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_keys_are_real_settings(name: str) -> None:
+    module = importlib.import_module(f"configs.{name}")
+    persistent_keys = persistent_keys_read_by_config()
+    keys = settings_of(module)
+    assert keys, f"configs.{name} sets nothing"
+    for key in keys:
+        assert key.islower(), f"configs.{name}.{key}: use Celery's lowercase setting names"
+        if key.startswith("persistent_"):
+            assert key in persistent_keys, f"configs.{name}.{key} is not read by celery_persistent.config"
+        else:
+            assert key in DEFAULTS, f"configs.{name}.{key} is not a Celery setting"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_applies_to_a_fresh_app(name: str) -> None:
+    app = Celery(f"packaging-{name}", set_as_current=False)
+    app.config_from_object(f"configs.{name}")
+    settings = Settings.from_conf(app.conf)
+    assert settings.redis_url.startswith(("redis://", "rediss://", "unix://"))
+    resolve_options(None, app.conf)
+    for key in ("accept_content", "result_accept_content"):
+        assert "pickle" not in (app.conf[key] or ()), f"configs.{name}: {key} allows pickle"
+    assert app.conf.task_serializer in ("json", "msgpack")
+    assert app.conf.result_serializer in ("json", "msgpack")
+
+
+def test_production_config_is_json_only_with_bounded_recovery() -> None:
+    app = Celery("packaging-production", set_as_current=False)
+    app.config_from_object("configs.production")
+    conf = app.conf
+    assert list(conf.accept_content) == ["json"]
+    assert list(conf.result_accept_content) == ["json"]
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.result_expires
+    settings = Settings.from_conf(conf)
+    assert settings.lease_ttl < 60
+
+
+# -- docs --------------------------------------------------------------------------------------
+
+
+def test_docs_build_strict(tmp_path: Path) -> None:
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    python = str(venv_python) if venv_python.exists() else sys.executable
+    done = subprocess.run(
+        [python, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "site" / "index.html").is_file()

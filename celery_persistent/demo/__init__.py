@@ -1,0 +1,1 @@
+"""The demo: ``python -m celery_persistent.demo`` (``make demo``)."""

@@ -47,3 +47,14 @@ def _send(dispatcher: Any, record: RequestRecord, outcome: Any) -> None:
     else:
         dispatcher.send("task-succeeded", uuid=record.id, result=repr(outcome)[:1024], runtime=0.0,
                         coalesced=True, timestamp=now)
+
+
+def worker_event(app: Celery, hostname: str, kind: str, **fields: Any) -> None:
+    """A ``persistent-<kind>`` event from a persistent worker (hosted, released, handed-off)."""
+    if not app.conf.get("persistent_send_events", True):
+        return
+    try:
+        with app.events.default_dispatcher(hostname=hostname) as dispatcher:
+            dispatcher.send(f"persistent-{kind}", **fields)
+    except Exception:
+        logger.warning("could not send the persistent-%s event", kind, exc_info=True)

@@ -26,6 +26,7 @@ from celery.exceptions import Ignore
 from .answers import answer
 from .coalescing import recursion_error
 from .errors import InvalidMessage, PersistentError
+from .events import worker_event
 from .messages import validate
 from .registry import Adopted, Placement
 from .routing import SINGLE_ACTIVE_CONSUMER, queue_name
@@ -174,6 +175,8 @@ class Host:
             self.groups[group] = h
             self._by_name[group] = h
         self.p.metrics.incr("placements")
+        worker_event(self.p.app, self.hostname, "hosted", group=group, queue=h.queue, static=h.static,
+                     recovered=len(adopted.unfinished))
         logger.info("hosting group %s (%s, queue %s)", group, "static" if h.static else "rolling", h.queue)
         # Requests accepted before this worker took over (crash, hand-off,
         # spawn) run first and in order; their queue messages then find
@@ -203,6 +206,8 @@ class Host:
         for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
             self._stop_consuming(queue)
         logger.info("released group %s (%s)", h.group, reason)
+        worker_event(self.p.app, self.hostname, "released", group=h.group, reason=reason,
+                     handed_on=len(unfinished))
         self.p.hand_on(unfinished, h.as_ref() if h.msg1 is not None else Ref({REF_KEY: h.ref, "device": h.device}))
 
     def _forget(self, h: Hosted) -> None:
@@ -242,6 +247,7 @@ class Host:
         for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
             self._stop_consuming(queue)
         logger.info("handed group %s to %s", h.group, target)
+        worker_event(self.p.app, self.hostname, "handed-off", group=h.group, to=target)
         return True
 
     def _restart(self, h: Hosted) -> None:

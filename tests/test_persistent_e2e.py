@@ -322,3 +322,35 @@ def test_stop_worker_lets_the_group_go(redis_app, redis_cluster, uid) -> None:
     assert p.stop_worker(handle.group) is True
     wait_until(lambda: hosted(p, handle.group) is None, message="the stopped group to go")
     assert p.stop_worker(handle.group) is False
+
+
+def test_rolling_worker_reregisters_and_old_group_is_forwarded(redis_app, redis_cluster, uid) -> None:
+    p = redis_app.persistent
+    worker = redis_cluster.persistent_worker()
+    redis_cluster.ready()
+    msg1 = {"device": "phased", "id": uid, "phase": 0}
+    handle = p.start_worker(msg1)
+    assert handle.group == f"ph-{uid}-0"
+    assert p.resolve.delay(msg1, {"path": "advance"}).get(timeout=20)["phase"] == 1
+    wait_until(lambda: hosted(p, f"ph-{uid}-1"), message="the group under its new name")
+    assert hosted(p, f"ph-{uid}-0") is None
+    # A caller still holding the old Msg1 computes the old group: it is
+    # forwarded to the worker, which answers from its current state.
+    answer = p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)
+    assert answer["phase"] == 1 and answer["pid"] == worker.proc.pid
+
+
+def test_rolling_group_resumes_from_checkpoint_after_sigkill(redis_app, redis_cluster, rdb, uid) -> None:
+    p = redis_app.persistent
+    redis_cluster.persistent_worker()
+    redis_cluster.persistent_worker()
+    redis_cluster.ready()
+    msg1 = {"device": "state", "id": uid, "count": 0}
+    handle = p.start_worker(msg1)
+    victim = redis_cluster.by_hostname(handle.hostname)
+    results = [p.resolve.delay(msg1, {"path": "add", "by": 1, "n": n, "sleep": 0.2}) for n in range(10)]
+    wait_until(lambda: int(rdb.get(ev(rdb, "runs", uid)) or 0) >= 3, message="a few executions")
+    victim.kill()
+    # Every deposit applied exactly once, in order, across the crash.
+    assert [r.get(timeout=LEASE_TTL * 3 + 20)["count"] for r in results] == list(range(1, 11))
+    assert_serial(intervals(rdb, uid))

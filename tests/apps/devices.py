@@ -159,6 +159,20 @@ class Process(Device):
         return run()
 
 
+@_device("phased")
+class Phased(Device):
+    """Its group depends on its state, so a rolling worker re-registers as it advances."""
+
+    def grouper(self, msg1: Any, msg2: Any, opts: Any) -> str:
+        return f"ph-{msg1['id']}-{msg1.get('phase', 0)}"
+
+    def advance(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        return {**msg1, "phase": msg1.get("phase", 0) + 1}
+
+    def peek(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        return {**msg1, "pid": os.getpid()}
+
+
 def install(persistent: Persistent) -> None:
     """Register every test device and helper task on ``persistent``'s app."""
     global plugin

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
@@ -150,13 +151,16 @@ class Coalescer:
 
     def run(self, task: Any, plan: Plan, header: Mapping[str, Any] | None, args: list[Any]) -> Any:
         """Execute a request on a worker, under its group's registration."""
-        if plan.group is None:
-            return self.execute(plan)
         token = header.get("token") if header else None
+        if not token and plan.group is None:
+            return self.execute(plan)
         if token and header:
             if header.get("group") != plan.group:
-                logger.warning("request %s: group %s in header, %s computed", task.request.id,
+                # Registered under the group the client computed: keep to it.
+                logger.warning("request %s: group %s in header, %s computed here", task.request.id,
                                header.get("group"), plan.group)
+                plan = replace(plan, group=str(header["group"]), key=str(header.get("key", plan.key)))
+            assert plan.group is not None
             if not self.p.registry.claim(plan.group, token):
                 logger.info("request %s is a stale copy; its group moved on", task.request.id)
                 raise Ignore()

@@ -53,4 +53,4 @@ def _fail(app: Celery, record: RequestRecord, error: BaseException) -> None:
 
 def is_answered(app: Celery, task_id: str) -> bool:
     """Whether Celery already stored a final state for ``task_id``."""
-    return app.AsyncResult(task_id).ready()
+    return bool(app.AsyncResult(task_id).ready())

@@ -91,7 +91,7 @@ class DeviceRegistry:
             raise UnknownKey(f"msg2 must name a key of device {device.name!r} in 'path'", device.name, "")
         if key.startswith("_") or key in HOOKS:
             raise UnknownKey(f"device {device.name!r} has no key {key!r}", device.name, key)
-        method = getattr(device, key, None)
+        method: Callable[..., Any] | None = getattr(device, key, None)
         if method is None or not callable(method):
             raise UnknownKey(f"device {device.name!r} has no key {key!r}", device.name, key)
         return method

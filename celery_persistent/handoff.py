@@ -33,3 +33,19 @@ def move_messages(app: Celery, source: str, target: str, limit: int = 100_000) -
             message.ack()
             moved += 1
     return moved
+
+
+def delete_queue(app: Celery, name: str) -> None:
+    """Delete a released group's queue; what is left in it is stale (already run)."""
+    with app.connection_for_write() as conn:
+        group_queue(name)(conn.default_channel).delete()
+
+
+def queue_exists(app: Celery, name: str) -> bool:
+    """Whether the broker knows the queue (passive declare), on any transport."""
+    with app.connection_for_write() as conn:
+        try:
+            conn.default_channel.queue_declare(name, passive=True)
+        except conn.channel_errors:
+            return False
+    return True

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore
@@ -27,6 +28,7 @@ from .answers import answer
 from .coalescing import recursion_error
 from .errors import InvalidMessage, PersistentError
 from .events import worker_event
+from .handoff import delete_queue
 from .messages import validate
 from .registry import Adopted, Placement
 from .routing import SINGLE_ACTIVE_CONSUMER, queue_name
@@ -128,9 +130,9 @@ class Host:
         for h in hosted:
             if not h.releasing and not self._busy and now - h.last > h.timeout:
                 h.releasing = True
-                self._soon(lambda h=h: self._release(h, reason="idle"))
+                self._soon(partial(self._release, h, reason="idle"))
 
-    def load(self) -> dict[str, Any]:
+    def load(self) -> dict[str, int]:
         with self._lock:
             cached = sum(h.size for h in self.groups.values() if h.msg1 is not None)
             return {"groups": len(self.groups), "cache_bytes": cached, "max_cache_bytes": self.cache_bytes,
@@ -163,7 +165,7 @@ class Host:
             logger.warning("lost group %s to another owner; letting it go", group)
             self._forget(h)
         for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
-            self._soon(lambda q=queue: self._stop_consuming(q))
+            self._soon(partial(self._stop_consuming, queue))
 
     # -- adoption, release ----------------------------------------------------
 
@@ -205,6 +207,10 @@ class Host:
             self._forget(h)
         for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
             self._stop_consuming(queue)
+            try:
+                delete_queue(self.p.app, queue)
+            except Exception:
+                logger.warning("could not delete the queue %s of released group %s", queue, h.group, exc_info=True)
         logger.info("released group %s (%s)", h.group, reason)
         worker_event(self.p.app, self.hostname, "released", group=h.group, reason=reason,
                      handed_on=len(unfinished))

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -301,10 +301,11 @@ class Registry:
             out.append(info)
         return out
 
-    def heartbeat(self, hostname: str, info: dict[str, Any]) -> None:
+    def heartbeat(self, hostname: str, info: dict[str, int]) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(self.keys.workers(), {hostname: now_ms() + self.lease_ms})
-        pipe.hset(self.keys.worker(hostname), mapping=info)
+        # cast: redis-py types the mapping's key as an invariant union of its own.
+        pipe.hset(self.keys.worker(hostname), mapping=cast(Any, info))
         pipe.pexpire(self.keys.worker(hostname), 3 * self.lease_ms)
         pipe.execute()
 

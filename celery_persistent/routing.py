@@ -8,7 +8,7 @@ transports ignore the argument.
 
 from __future__ import annotations
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
 

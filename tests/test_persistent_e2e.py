@@ -20,6 +20,7 @@ import pytest
 from celery.signals import before_task_publish
 
 from celery_persistent import StateLost
+from celery_persistent.handoff import queue_exists
 from tests.support import Cluster, port_open, wait_until
 
 LEASE_TTL = float(os.environ.get("CP_LEASE_TTL", "3"))
@@ -138,17 +139,19 @@ def test_rolling_state_over_100_requests(redis_app, redis_cluster, uid) -> None:
     assert p.store.get({"$persistent-ref": owner["ref"]})["count"] == 100
 
 
-def test_idle_timeout_calls_hook_and_releases(redis_app, redis_cluster, rdb, uid) -> None:
-    p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ordinary_worker()
-    redis_cluster.ready()
+def test_idle_timeout_calls_hook_and_releases(broker, cluster, rdb, uid) -> None:
+    p = broker.persistent
+    cluster.persistent_worker()
+    cluster.ordinary_worker()
+    cluster.ready()
     msg1 = {"device": "state", "id": uid, "count": 7}
     handle = p.start_worker(msg1, {"worker_timeout": 1, "static_worker": True})
     assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["count"] == 7
+    assert queue_exists(p.app, handle.queue)
     wait_until(lambda: hosted(p, handle.group) is None, message="the idle group to be released")
     assert rdb.lrange(ev(rdb, "idle", uid), 0, -1) == [b"7"]
     assert p.registry.owner(handle.group) == {}
+    wait_until(lambda: not queue_exists(p.app, handle.queue), message="the released queue to be deleted")
     # A request after the group ended is not lost: it runs the ordinary way.
     late = p.resolve.delay(msg1, {"path": "peek", "n": "late"}).get(timeout=20)
     assert late["n"] == "late" and late["count"] == 7

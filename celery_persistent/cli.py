@@ -98,7 +98,7 @@ def status(ctx: click.Context, as_json_: bool, group: str | None) -> None:
 @click.pass_context
 def monitor(ctx: click.Context, interval: float, count: int | None, group: str | None) -> None:
     """The status, live: printed once in full, then only what changes (Ctrl-C to stop)."""
-    watcher = Monitor(plugin_of(ctx), group=group, interval=interval, stream=click.get_text_stream("stdout"))
+    watcher = Monitor(plugin_of(ctx), group=group, interval=interval, stream=sys.stdout)
     try:
         watcher.run(count)
     except KeyboardInterrupt:
@@ -173,6 +173,8 @@ def drain(ctx: click.Context, worker: str) -> None:
     with clear_errors(f"cannot drain {worker}"):
         asked = plugin.drain(worker)
         live = [info["hostname"] for info in plugin.workers()]
+    if not asked and worker in live:
+        raise click.ClickException(f"{worker} is already draining")
     if not asked:
         raise click.ClickException(f"no live persistent worker named {worker} (live: {', '.join(live) or 'none'})")
     click.echo(f"draining {worker}: its groups move to the other persistent workers")

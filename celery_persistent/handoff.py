@@ -38,7 +38,11 @@ def move_messages(app: Celery, source: str, target: str, limit: int = 100_000) -
 def delete_queue(app: Celery, name: str) -> None:
     """Delete a released group's queue; what is left in it is stale (already run)."""
     with app.connection_for_write() as conn:
-        group_queue(name)(conn.default_channel).delete()
+        queue = group_queue(name)(conn.default_channel)
+        # kombu's virtual transports (Redis) delete only bindings this channel
+        # knows of: declaring first makes the delete complete on every transport.
+        queue.declare()
+        queue.delete()
 
 
 def queue_exists(app: Celery, name: str) -> bool:

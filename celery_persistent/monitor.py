@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -71,10 +72,8 @@ def queue_depths(app: Celery, names: Iterable[str]) -> dict[str, int | None]:
 
 
 def _close(channel: Any) -> None:
-    try:
+    with suppress(Exception):  # a channel the broker already closed
         channel.close()
-    except Exception:  # a channel the broker already closed
-        pass
 
 
 def snapshot(persistent: Persistent, group: str | None = None, depths: bool = True) -> Snapshot:

@@ -161,6 +161,7 @@ def test_drain_moves_the_group_to_the_other_worker(cluster, hosts, persistent, u
     # The new owner carries on from the rolled state.
     assert persistent.resolve.delay(msg1, {"path": "add", "by": 1}).get(timeout=15)["count"] == 2
 
+    assert f"{before} is already draining" in fails("drain", before)
     assert "no live persistent worker named nobody@nowhere" in fails("drain", "nobody@nowhere")
 
 

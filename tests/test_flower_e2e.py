@@ -110,6 +110,12 @@ def site(tmp_path_factory) -> Iterator[dict[str, Any]]:
         flower.stop()
 
 
+def worker_counters(flower: Flower, hostname: str) -> dict[str, Any]:
+    """Flower's per-worker event counts (its Workers page data)."""
+    rows = flower.get("/workers?json=1")["data"]
+    return next((row for row in rows if row.get("hostname") == hostname), {})
+
+
 def final_state(flower: Flower, task_id: str) -> dict[str, Any]:
     """Poll Flower until the task reaches a final state; a task stuck in RECEIVED/STARTED fails here."""
     return dict(wait_until(lambda: (t := flower.task(task_id)).get("state") in FINAL and t, timeout=15,
@@ -153,6 +159,10 @@ def test_group_queues_show_in_the_persistent_workers_active_queues(site, persist
         task = final_state(flower, result.id)
         assert (task["name"], task["state"], task["worker"]) == ("persistent:state/add", "SUCCESS", hosting.hostname)
     persistent.stop_worker(handle.group)
+    # The plugin's worker events (persistent-hosted, persistent-released) are counted per worker.
+    counted = wait_until(lambda: (c := worker_counters(flower, hosting.hostname)).get("persistent-released") and c,
+                         timeout=10, interval=0.2, message="flower to count the persistent-released event")
+    assert counted["persistent-hosted"] >= 1
 
 
 def test_coalesced_requests_show_as_shadow_named_tasks_that_succeed(site, persistent, rdb, uid) -> None:

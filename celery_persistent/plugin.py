@@ -55,6 +55,7 @@ class Persistent:
         )
         self.host: Host | None = None  # set in a worker started with --persistent
         self._clients: dict[int, redis.Redis] = {}
+        self._registry: Registry | None = None
         self._lock = threading.Lock()
         self.resolve = app.task(
             name=task_name,
@@ -77,6 +78,7 @@ class Persistent:
 
     @cached_property
     def settings(self) -> Settings:
+        """Read once, on first use: the app may be configured after Persistent(app)."""
         settings = Settings.from_conf(self.app.conf)
         self.keeper.interval = min(settings.lease_ttl / 3, settings.reap_interval)
         return settings
@@ -96,16 +98,16 @@ class Persistent:
                 if client is None:
                     client = redis.Redis.from_url(self.settings.redis_url)
                     self._clients = {pid: client}
-                    self.__dict__.pop("registry", None)
         return client
 
     @property
     def registry(self) -> Registry:
+        """The Lua scripts registered on this process's client."""
         client = self.redis
-        registry: Registry | None = self.__dict__.get("_registry")
+        registry = self._registry
         if registry is None or registry.client is not client:
             registry = Registry(client, self.keys, self.settings.lease_ttl, self.settings.queue_ttl)
-            self.__dict__["_registry"] = registry
+            self._registry = registry
         return registry
 
     # -- devices -----------------------------------------------------------

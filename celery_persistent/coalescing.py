@@ -165,10 +165,11 @@ class Coalescer:
                 logger.info("request %s is a stale copy; its group moved on", task.request.id)
                 raise Ignore()
         else:
-            token = self._register_at_start(task, plan, args)
+            group, token = self._register_at_start(task, plan, args)
+            plan = replace(plan, group=group)
         return self.lead(plan, token)
 
-    def _register_at_start(self, task: Any, plan: Plan, args: list[Any]) -> str:
+    def _register_at_start(self, task: Any, plan: Plan, args: list[Any]) -> tuple[str, str]:
         """For requests that bypassed apply_async (send_task, beat)."""
         assert plan.group is not None
         if plan.recursive:
@@ -177,18 +178,22 @@ class Coalescer:
             id=task.request.id,
             key=plan.key,
             task=task.name,
-            options=options_from_context(task.request),
+            options={**options_from_context(task.request), "shadow": plan.shadow},
             args=args,
             kwargs={},
             stack=list(plan.stack),
         )
-        submitted = self.p.registry.submit(plan.group, record)
+        group, submitted = self.register(plan, record)
+        if submitted.outcome is Outcome.HOSTED:
+            # Its group has a persistent worker: send it there, by reference.
+            self.publish_hosted(task, record, group, submitted.queue, submitted.ref, dict(record.options))
+            raise Ignore()
         if submitted.outcome is not Outcome.LEADER:
             # Answered later by the leader (wait) or published in turn (queued).
             self.p.metrics.incr("coalesced" if submitted.outcome is Outcome.WAIT else "queued")
             raise Ignore()
-        self.p.registry.claim(plan.group, submitted.token)
-        return submitted.token
+        self.p.registry.claim(group, submitted.token)
+        return group, submitted.token
 
     def lead(self, plan: Plan, token: str) -> Any:
         """Execute as the group's leader, then answer waiters and hand on."""

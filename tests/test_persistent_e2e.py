@@ -364,3 +364,17 @@ def test_rolling_group_resumes_from_checkpoint_after_sigkill(redis_app, redis_cl
     # Every deposit applied exactly once, in order, across the crash.
     assert [r.get(timeout=LEASE_TTL * 3 + 20)["count"] for r in results] == list(range(1, 11))
     assert_serial(intervals(rdb, uid))
+
+
+def test_send_task_for_a_hosted_group_runs_on_its_worker(redis_app, redis_cluster, uid) -> None:
+    """Requests that bypass apply_async (send_task, beat) still reach the persistent worker."""
+    p = redis_app.persistent
+    pworker = redis_cluster.persistent_worker()
+    redis_cluster.ordinary_worker()
+    redis_cluster.ready()
+    msg1 = {"device": "state", "id": uid, "count": 5}
+    p.start_worker(msg1, {"static_worker": True})
+    results = [redis_app.app.send_task("persistent.resolve", args=[msg1, {"path": "peek", "n": n}]) for n in range(3)]
+    answers = [r.get(timeout=20) for r in results]
+    assert [a["n"] for a in answers] == [0, 1, 2]
+    assert {a["pid"] for a in answers} == {pworker.proc.pid}

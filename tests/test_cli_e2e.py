@@ -161,6 +161,9 @@ def test_drain_moves_the_group_to_the_other_worker(cluster, hosts, persistent, u
     # The new owner carries on from the rolled state.
     assert persistent.resolve.delay(msg1, {"path": "add", "by": 1}).get(timeout=15)["count"] == 2
 
+    # The worker reports that it drains with its next heartbeat; from then on it takes no new groups.
+    wait_until(lambda: any(w["hostname"] == before and w.get("draining") for w in persistent.workers()),
+               message=f"{before} to report that it drains")
     assert f"{before} is already draining" in fails("drain", before)
     assert "no live persistent worker named nobody@nowhere" in fails("drain", "nobody@nowhere")
 

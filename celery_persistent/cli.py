@@ -97,7 +97,10 @@ def status(ctx: click.Context, as_json_: bool, group: str | None) -> None:
 @click.option("--group", default=None, help="Watch only this group.")
 @click.pass_context
 def monitor(ctx: click.Context, interval: float, count: int | None, group: str | None) -> None:
-    """The status, live: printed once in full, then only what changes (Ctrl-C to stop)."""
+    """The status, live: in full once, then what changes.
+
+    Stop it with Ctrl-C, or let it exit after --count refreshes.
+    """
     watcher = Monitor(plugin_of(ctx), group=group, interval=interval, stream=sys.stdout)
     try:
         watcher.run(count)
@@ -150,7 +153,7 @@ def stop(ctx: click.Context, group: str) -> None:
               help="Seconds to wait for Msg3.")
 @click.pass_context
 def resolve(ctx: click.Context, msg1_file: str, msg2_file: str, opts_text: str | None, timeout: float) -> None:
-    """Resolve MSG2 against MSG1 through the workers; print Msg3 as JSON."""
+    """Resolve MSG2 against MSG1 on the workers; print Msg3."""
     msg1, msg2 = load_json(msg1_file), load_json(msg2_file)
     opts = None
     if opts_text is not None:
@@ -168,7 +171,10 @@ def resolve(ctx: click.Context, msg1_file: str, msg2_file: str, opts_text: str |
 @click.argument("worker")
 @click.pass_context
 def drain(ctx: click.Context, worker: str) -> None:
-    """Hand every group of persistent WORKER (a hostname) to the others, e.g. before a restart."""
+    """Hand the groups of persistent WORKER to the others.
+
+    WORKER is a hostname, as `status` lists it; use it before restarting the worker.
+    """
     plugin = plugin_of(ctx)
     with clear_errors(f"cannot drain {worker}"):
         asked = plugin.drain(worker)

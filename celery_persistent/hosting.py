@@ -142,6 +142,8 @@ class Host:
     def _inbox(self, item: str) -> None:
         if item == "drain":
             self._draining = True
+            # Tell placement at once, so that no new group lands here.
+            self.p.registry.heartbeat(self.hostname, self.load())
             self._soon(self.hand_off_all)
             return
         if item.startswith("stop:"):
@@ -150,11 +152,23 @@ class Host:
                 h.releasing = True
                 self._soon(lambda: self._release(h, reason="stop"))
             return
+        if self._draining and self._pass_on(item):
+            return
         adopted = self.p.registry.adopt(item, self.hostname)
         if adopted is None:
             logger.info("group %s was placed elsewhere before this worker took it", item)
             return
         self._soon(lambda: self._activate(item, adopted))
+
+    def _pass_on(self, group: str) -> bool:
+        """A draining worker re-places a group that was placed on it before it said so."""
+        owner = self.p.registry.owner(group)
+        target = self.p.pick_worker(exclude=self.hostname)
+        if owner.get("host") != self.hostname or target is None:
+            return False
+        where = Placement.from_owner(group, target, owner)
+        status, _, _ = self.p.registry.place(where, expect=owner.get("token", ""))
+        return status == "placed"
 
     def _lost(self, group: str) -> None:
         """Another owner has the group (this worker stalled past its lease)."""

@@ -322,9 +322,7 @@ class Persistent:
         owner = self.registry.owner(group)
         target = self.pick_worker(exclude=owner.get("host"))
         if owner.get("mode") == "hosted" and target is not None:
-            where = Placement(group, target, owner.get("queue", ""), owner.get("ref", ""), owner.get("static") == "1",
-                              float(owner.get("timeout") or 10), owner.get("device", ""), int(owner.get("bytes") or 0),
-                              owner.get("errors") or "ignore")
+            where = Placement.from_owner(group, target, owner)
             status, _, _ = self.registry.place(where, expect=token)
             if status == "placed":
                 return

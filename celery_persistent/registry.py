@@ -76,6 +76,13 @@ class Placement:
     size: int
     error_strategy: str = "ignore"
 
+    @classmethod
+    def from_owner(cls, group: str, host: str, owner: dict[str, str]) -> Placement:
+        """The same group, as its owner hash describes it, on another host."""
+        return cls(group, host, owner.get("queue", ""), owner.get("ref", ""), owner.get("static") == "1",
+                   float(owner.get("timeout") or 10), owner.get("device", ""), int(owner.get("bytes") or 0),
+                   owner.get("errors") or "ignore")
+
 
 @dataclass
 class Finished:

@@ -380,3 +380,19 @@ def test_send_task_for_a_hosted_group_runs_on_its_worker(redis_app, redis_cluste
     answers = [r.get(timeout=20) for r in results]
     assert [a["n"] for a in answers] == [0, 1, 2]
     assert {a["pid"] for a in answers} == {pworker.proc.pid}
+
+
+def test_drain_moves_groups_including_one_placed_right_after(redis_app, redis_cluster, uid) -> None:
+    p = redis_app.persistent
+    redis_cluster.persistent_worker()
+    redis_cluster.persistent_worker()
+    redis_cluster.ready()
+    first = p.start_worker({"device": "state", "id": f"{uid}-a", "count": 0}, {"static_worker": True})
+    drained = first.hostname
+    assert p.drain(drained) is True
+    late = p.start_worker({"device": "state", "id": f"{uid}-b", "count": 0}, {"static_worker": True})
+    for group in (first.group, late.group):
+        wait_until(lambda g=group: (hosted(p, g) or {}).get("hostname") not in (None, drained),
+                   message=f"{group} to leave the draining worker")
+    answer = p.resolve.delay({"device": "state", "id": f"{uid}-b", "count": 0}, {"path": "peek"}).get(timeout=20)
+    assert answer["pid"] != redis_cluster.by_hostname(drained).proc.pid

@@ -16,7 +16,7 @@ from .errors import (
     UnknownKey,
 )
 from .outcomes import InfiniteRecursion, Leader, Wait
-from .plugin import Persistent
+from .plugin import Persistent, WorkerHandle
 
 __all__ = [
     "ConfigurationError",
@@ -33,6 +33,7 @@ __all__ = [
     "UnknownDevice",
     "UnknownKey",
     "Wait",
+    "WorkerHandle",
 ]
 
 __version__ = "0.1.0"

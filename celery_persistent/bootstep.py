@@ -77,9 +77,11 @@ def make_steps(persistent: Persistent) -> tuple[type[bootsteps.StartStopStep], t
             keeper.start()
 
         def stop(self, worker: Any) -> None:
+            # Stop the beat first: it would otherwise report this worker live
+            # again, and take new groups, while it hands its own away.
+            plugin.keeper.stop()
             if plugin.host is not None:
                 plugin.host.shutdown()
-            plugin.keeper.stop()
 
     class HostBinding(bootsteps.StartStopStep):
         """Gives the host the consumer, to add and cancel group queues."""

@@ -111,10 +111,10 @@ class Coalescer:
             submitted = registry.submit(group, record, flags)
         for _ in range(MAX_MOVES):
             if submitted.outcome is not Outcome.MOVED:
-                break
+                return group, submitted
             group = submitted.target
             submitted = registry.submit(group, record, flags)
-        return group, submitted
+        raise PersistentError(f"group {plan.group} moved more than {MAX_MOVES} times while sending; retry")
 
     def _by_reference(self, plan: Plan, args: list[Any]) -> list[Any]:
         """A large Msg1 travels (and is kept in Redis) as a reference."""
@@ -122,6 +122,15 @@ class Coalescer:
             return args
         ref = self.p.store.put(plan.msg1, digest=plan.msg1_digest, size=plan.msg1_size)
         return [ref, *args[1:]]
+
+    def resubmit(self, record: RequestRecord, group: str) -> None:
+        """Register an already accepted request with ``group`` and send it on."""
+        task = self.p.app.tasks[record.task]
+        submitted = self.p.registry.submit(group, record, "r")
+        if submitted.outcome is Outcome.HOSTED:
+            self.publish_hosted(task, record, group, submitted.queue, submitted.ref, dict(record.options))
+        elif submitted.outcome is Outcome.LEADER:
+            self._publish_next(group, record, submitted.token)
 
     def publish_hosted(self, task: Any, record: RequestRecord, group: str, queue: str, ref: str,
                        options: dict[str, Any]) -> AsyncResult:

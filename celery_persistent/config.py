@@ -97,7 +97,7 @@ class Settings:
             store_ttl=float(conf.get("persistent_store_ttl", 7 * 24 * 3600)),
             inline_bytes=int(conf.get("persistent_inline_bytes", 64 * 1024)),
         )
-        for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl"):
+        for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl", "inline_bytes"):
             if not getattr(settings, name) > 0:
                 raise ConfigurationError(f"persistent_{name} must be positive")
         return settings
@@ -105,7 +105,10 @@ class Settings:
 
 def _default_redis_url(conf: Any) -> str:
     """The registry lives in the Redis result backend or, failing that, the broker."""
-    for url in (conf.get("result_backend"), conf.get("broker_url")):
+    # Celery's own properties also read CELERY_RESULT_BACKEND / CELERY_BROKER_URL.
+    candidates = (getattr(conf, "result_backend", None) or conf.get("result_backend"),
+                  getattr(conf, "broker_url", None) or conf.get("broker_url"))
+    for url in candidates:
         if isinstance(url, str) and url.startswith(("redis://", "rediss://", "unix://")):
             return url
     raise ConfigurationError(

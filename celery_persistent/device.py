@@ -15,9 +15,7 @@ from .errors import InvalidMessage, UnknownDevice, UnknownKey
 
 Msg = Mapping[str, Any]
 
-HOOKS = frozenset(
-    {"grouper", "await_inprogress", "on_idle", "worker", "name", "max_cache_bytes"}
-)
+HOOKS = frozenset({"grouper", "await_inprogress", "on_idle", "worker", "name"})
 
 
 class Device:

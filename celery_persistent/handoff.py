@@ -1,38 +1,10 @@
-"""Moving waiting messages from one group queue to another (the seed's forward_work)."""
+"""Broker-side housekeeping of group queues: deletion of released ones, existence checks."""
 
 from __future__ import annotations
 
 from celery import Celery
 
 from .routing import group_queue
-
-
-def move_messages(app: Celery, source: str, target: str, limit: int = 100_000) -> int:
-    """Republish every message waiting in ``source`` to ``target``, in order; return how many."""
-    moved = 0
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        src = group_queue(source)(channel)
-        src.declare()
-        dst = group_queue(target)
-        producer = conn.Producer(channel)
-        while moved < limit:
-            message = src.get(no_ack=False, accept=["application/json", "application/x-msgpack"])
-            if message is None:
-                break
-            producer.publish(
-                message.body,
-                exchange=dst.exchange,
-                routing_key=dst.routing_key,
-                declare=[dst],
-                headers=message.headers,
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                **{k: v for k, v in message.properties.items() if k in ("correlation_id", "reply_to", "priority")},
-            )
-            message.ack()
-            moved += 1
-    return moved
 
 
 def delete_queue(app: Celery, name: str) -> None:

@@ -59,6 +59,8 @@ class Hosted:
     executions: int = 0
     aliases: dict[str, tuple[str, str]] = field(default_factory=dict)  # old group -> (token, queue)
     releasing: bool = False
+    retired: set[str] = field(default_factory=set)  # aliases whose old queue is done and deleted
+    stopping: bool = False  # stop_worker: release as soon as its accepted requests are done
 
     def as_ref(self) -> Ref:
         ref = Ref({REF_KEY: self.ref, "device": self.device, "bytes": self.size})
@@ -87,7 +89,8 @@ class Host:
         """Called when the worker's consumer (re)starts: consume hosted queues again."""
         self._consumer = consumer
         with self._lock:
-            queues = [q for h in self.groups.values() for q in (h.queue, *[a[1] for a in h.aliases.values()])]
+            queues = [h.queue for h in self.groups.values()]
+            queues += [q for h in self.groups.values() for a, (_, q) in h.aliases.items() if a not in h.retired]
         for queue in queues:
             self._consume(queue)
 
@@ -128,9 +131,30 @@ class Host:
             self._inbox(item)
         now = time.monotonic()
         for h in hosted:
-            if not h.releasing and not self._busy and now - h.last > h.timeout:
+            self._retire_aliases(h)
+            if h.releasing or self._busy:
+                continue
+            if h.stopping or now - h.last > h.timeout:
                 h.releasing = True
-                self._soon(partial(self._release, h, reason="idle"))
+                self._soon(partial(self._release, h, reason="stop" if h.stopping else "idle"))
+
+    def _retire_aliases(self, h: Hosted) -> None:
+        """Stop consuming an old name's queue once its accepted requests are done.
+
+        The old name stays registered as a "moved" marker while the group is
+        hosted, so callers holding an old Msg1 still find the group.
+        """
+        for alias, (_token, queue) in list(h.aliases.items()):
+            if alias not in h.retired and self.p.registry.unfinished(alias) == 0:
+                h.retired.add(alias)
+                self._soon(partial(self._drop_queue, queue))
+
+    def _drop_queue(self, queue: str) -> None:
+        self._stop_consuming(queue)
+        try:
+            delete_queue(self.p.app, queue)
+        except Exception:
+            logger.warning("could not delete the queue %s", queue, exc_info=True)
 
     def load(self) -> dict[str, int]:
         with self._lock:
@@ -148,9 +172,8 @@ class Host:
             return
         if item.startswith("stop:"):
             h = self._lookup(item[5:])
-            if h is not None and not h.releasing:
-                h.releasing = True
-                self._soon(lambda: self._release(h, reason="stop"))
+            if h is not None:
+                h.stopping = True  # released on this beat or, if busy, a later one
             return
         if self._draining and self._pass_on(item):
             return
@@ -185,7 +208,8 @@ class Host:
 
     def _activate(self, group: str, adopted: Adopted) -> None:
         h = Hosted(group=group, token=adopted.token, queue=adopted.queue, device=adopted.device,
-                   static=adopted.static, timeout=adopted.timeout, ref=adopted.ref, size=adopted.size,
+                   static=adopted.static, timeout=adopted.timeout or self.default_timeout,
+                   ref=adopted.ref, size=adopted.size,
                    error_strategy=adopted.error_strategy)
         with self._lock:
             self.groups[group] = h
@@ -219,12 +243,10 @@ class Host:
             unfinished.extend(more)
         with self._lock:
             self._forget(h)
-        for queue in (h.queue, *[a[1] for a in h.aliases.values()]):
-            self._stop_consuming(queue)
-            try:
-                delete_queue(self.p.app, queue)
-            except Exception:
-                logger.warning("could not delete the queue %s of released group %s", queue, h.group, exc_info=True)
+        for alias, (_token, queue) in h.aliases.items():
+            if alias not in h.retired:
+                self._drop_queue(queue)
+        self._drop_queue(h.queue)
         logger.info("released group %s (%s)", h.group, reason)
         worker_event(self.p.app, self.hostname, "released", group=h.group, reason=reason,
                      handed_on=len(unfinished))

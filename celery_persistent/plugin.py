@@ -169,14 +169,20 @@ class Persistent:
         if planned.recursive:
             return InfiniteRecursion(planned.group)
         args = [msg1, msg2, opts] if opts is not None else [msg1, msg2]
-        record = RequestRecord(request_id, planned.key, self.resolve.name, {}, args, {}, list(planned.stack))
-        submitted = self.registry.submit(planned.group, record)
+        record = RequestRecord(request_id, planned.key, self.resolve.name, {"shadow": planned.shadow}, args, {},
+                               list(planned.stack))
+        group, submitted = self.coalescer.register(planned, record)
         if submitted.outcome is Outcome.LEADER:
-            self.registry.claim(planned.group, submitted.token)
-            self.keeper.hold(planned.group, submitted.token)
-            return Leader(planned.group, planned.key, submitted.token, request_id)
+            self.registry.claim(group, submitted.token)
+            self.keeper.hold(group, submitted.token)
+            return Leader(group, planned.key, submitted.token, request_id)
+        if submitted.outcome is Outcome.HOSTED:
+            # A persistent worker owns the group: it executes this request.
+            self.coalescer.publish_hosted(self.resolve, record, group, submitted.queue, submitted.ref,
+                                          dict(record.options))
+            return Wait(group, planned.key, submitted.host, request_id, queued=True)
         queued = submitted.outcome is Outcome.QUEUED
-        return Wait(planned.group, planned.key, submitted.other_id, request_id, queued)
+        return Wait(group, planned.key, submitted.other_id, request_id, queued)
 
     def unregister_notify(
         self, group: str | Leader, msg2: Any, msg3: Any, opts: Mapping[str, Any] | None = None
@@ -221,9 +227,12 @@ class Persistent:
         group over after a crash.  Starting a group that is already hosted
         returns where it is.
         """
-        return self.place(msg1, resolve_options(opts, self.app.conf), group)
+        # An idle timeout nobody set is left to the worker (--persistent-timeout).
+        explicit = (opts is not None and "worker_timeout" in opts) or "persistent_worker_timeout" in self.app.conf
+        return self.place(msg1, resolve_options(opts, self.app.conf), group, timeout_set=bool(explicit))
 
-    def place(self, msg1: Any, opts: dict[str, Any], group: str | None, expect: str = "") -> WorkerHandle:
+    def place(self, msg1: Any, opts: dict[str, Any], group: str | None, expect: str = "",
+              timeout_set: bool = True) -> WorkerHandle:
         ref = self.ref(msg1)
         content = self.store.get(ref)
         group = group or self.group(ref, None, opts)
@@ -233,7 +242,8 @@ class Persistent:
         if host is None:
             raise PersistentError("no live persistent worker: start one with `celery worker --persistent -P solo`")
         queue = queue_name(self.settings.queue_prefix, group)
-        where = Placement(group, host, queue, ref.digest, bool(opts["static_worker"]), float(opts["worker_timeout"]),
+        timeout = float(opts["worker_timeout"]) if timeout_set else 0.0
+        where = Placement(group, host, queue, ref.digest, bool(opts["static_worker"]), timeout,
                           str(content.get("device")), ref.size, str(opts["error_strategy"]))
         status, _token, info = self.registry.place(where, expect=expect)
         if status == "exists":
@@ -299,11 +309,17 @@ class Persistent:
         return out
 
     def forward_work(self, group: str, to: str, opts: Mapping[str, Any] | None = None) -> int:
-        """Move the messages waiting in ``group``'s queue to group ``to``'s queue."""
-        from .handoff import move_messages
+        """Send the requests waiting on ``group`` to group ``to``, in order; return how many.
 
-        prefix = self.settings.queue_prefix
-        return move_messages(self.app, queue_name(prefix, group), queue_name(prefix, to))
+        The seed's forward_work/2: what a group had accepted but not started
+        (requests queued behind its leader, or accepted by its persistent
+        worker) is registered with ``to`` instead and runs there.  Their old
+        queue messages are left to be skipped.
+        """
+        records = self.registry.take(group)
+        for record in records:
+            self.coalescer.resubmit(record, to)
+        return len(records)
 
     def hand_on(self, records: list[RequestRecord], msg1: Ref) -> int:
         """Resubmit accepted requests of a group that lost its worker, against its last state."""

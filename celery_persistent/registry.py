@@ -108,7 +108,7 @@ class Registry:
 
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
-        "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename",
+        "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float):
@@ -280,6 +280,16 @@ class Registry:
         reply = self._scripts["rename"](keys=keys, args=[old, new, token, fresh, new_queue,
                                                          now_ms() + self.lease_ms, now_ms()])
         return _text(reply[0]), fresh
+
+    def take(self, group: str) -> list[RequestRecord]:
+        """Remove and return a group's waiting requests (not the running one), in order."""
+        keys = [self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.pending(group),
+                self.keys.inflight(group), self.keys.owner(group)]
+        return [RequestRecord.loads(r) for r in self._scripts["take"](keys=keys, args=[])]
+
+    def unfinished(self, group: str) -> int:
+        """How many accepted requests of a hosted group are not done yet."""
+        return int(self.client.zcard(self.keys.hosted_ids(group)))
 
     def live_workers(self) -> list[tuple[str, int]]:
         """(hostname, hosted group count) of persistent workers that take new groups."""

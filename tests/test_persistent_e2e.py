@@ -331,12 +331,15 @@ def test_stop_worker_lets_the_group_go(redis_app, redis_cluster, uid) -> None:
     msg1 = {"device": "state", "id": uid, "count": 0}
     handle = p.start_worker(msg1, {"static_worker": True, "worker_timeout": 600})
     assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["count"] == 0
+    busy = [p.resolve.delay(msg1, {"path": "peek", "n": n, "sleep": 0.5}) for n in range(3)]
     assert p.stop_worker(handle.group) is True
+    # Requests it had accepted still run before it lets the group go.
+    assert [r.get(timeout=20)["n"] for r in busy] == [0, 1, 2]
     wait_until(lambda: hosted(p, handle.group) is None, message="the stopped group to go")
     assert p.stop_worker(handle.group) is False
 
 
-def test_rolling_worker_reregisters_and_old_group_is_forwarded(redis_app, redis_cluster, uid) -> None:
+def test_rolling_worker_reregisters_and_old_group_is_forwarded(redis_app, redis_cluster, rdb, uid) -> None:
     p = redis_app.persistent
     worker = redis_cluster.persistent_worker()
     redis_cluster.ready()
@@ -350,6 +353,9 @@ def test_rolling_worker_reregisters_and_old_group_is_forwarded(redis_app, redis_
     # forwarded to the worker, which answers from its current state.
     answer = p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)
     assert answer["phase"] == 1 and answer["pid"] == worker.proc.pid
+    # The old name's queue is retired once it is done; the name stays a marker.
+    wait_until(lambda: not queue_known(p, rdb, handle.queue), message="the old queue to be deleted")
+    assert p.registry.owner(handle.group)["mode"] == "moved"
 
 
 def test_rolling_group_resumes_from_checkpoint_after_sigkill(redis_app, redis_cluster, rdb, uid) -> None:
@@ -396,3 +402,13 @@ def test_drain_moves_groups_including_one_placed_right_after(redis_app, redis_cl
                    message=f"{group} to leave the draining worker")
     answer = p.resolve.delay({"device": "state", "id": f"{uid}-b", "count": 0}, {"path": "peek"}).get(timeout=20)
     assert answer["pid"] != redis_cluster.by_hostname(drained).proc.pid
+
+
+def test_worker_default_idle_timeout_applies_when_none_is_given(redis_app, redis_cluster, uid) -> None:
+    p = redis_app.persistent
+    redis_cluster.persistent_worker("--persistent-timeout", "1")
+    redis_cluster.ready()
+    msg1 = {"device": "state", "id": uid, "count": 0}
+    handle = p.start_worker(msg1, {"static_worker": True})  # no worker_timeout: the worker's 1 s
+    assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["count"] == 0
+    wait_until(lambda: hosted(p, handle.group) is None, timeout=6, message="release after the worker's 1 s")

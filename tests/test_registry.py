@@ -154,6 +154,8 @@ def test_claim_needs_the_owner_token(registry: Registry, client: redis.Redis, ke
     assert registry.owner(GROUP)["state"] == "running"
     deadline = lease(client, keys)
     assert deadline is not None and deadline >= before + LEASE_TTL * 1000
+    # A second copy of the same message (a redelivery) never runs beside the first.
+    assert registry.claim(GROUP, sub.token) is False
 
 
 def test_claim_on_an_unknown_group_fails(registry: Registry, client: redis.Redis, keys: KeySpace) -> None:

@@ -22,4 +22,5 @@ if ARGV[4] ~= '' then
 end
 redis.call('HINCRBY', KEYS[1], 'executions', 1)
 redis.call('HSET', KEYS[1], 'last', ARGV[5])
+redis.call('HDEL', KEYS[1], 'running')
 return result

@@ -8,5 +8,5 @@ end
 if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'last', ARGV[3])
+redis.call('HSET', KEYS[1], 'last', ARGV[3], 'running', ARGV[2])
 return 1

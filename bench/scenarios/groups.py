@@ -1,0 +1,242 @@
+"""Scenario 4: serialized groups at scale.
+
+Throughput (requests/s) of N requests spread round-robin over G hosted groups
+(``start_worker`` per group, trivial ``tick`` device) on 1 and 2 persistent
+worker processes, against plain Celery (the same trivial work as a plain task)
+on the same number of ordinary solo worker processes.  Then the memory of one
+persistent worker hosting many idle groups.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.scenarios import Context, Result
+from bench.stats import Row, Summary, cv
+from bench.workers import Fleet, cpu_seconds, rss_bytes, wait_until, wipe
+
+GET_TIMEOUT = 120
+
+def batch_size(hosted: int) -> int:
+    """Groups placed before waiting for their adoption: fewer as the worker hosts more (see the notes)."""
+    return 1000 if hosted < 4000 else 500
+
+OPTS = {"static_worker": True, "worker_timeout": 3600}
+MEMORY_TARGET_GROUPS = 10_000
+MEMORY_TARGET_BYTES = 100 * 1024 * 1024
+
+
+def msg1(tag: str, i: int) -> dict[str, Any]:
+    return {"device": "tick", "id": f"{tag}-{i}"}
+
+
+def hosted_counts() -> dict[str, int]:
+    from bench.app import persistent
+
+    return {w["hostname"]: int(w.get("groups", 0)) for w in persistent.workers()}
+
+
+def place(tag: str, count: int, start: int = 0) -> float:
+    """start_worker for groups ``start..count-1``; wait until the workers report them; seconds taken."""
+    from bench.app import persistent
+
+    began = time.perf_counter()
+    first = start
+    while first < count:
+        last = min(count, first + batch_size(first))
+        for i in range(first, last):
+            persistent.start_worker(msg1(tag, i), OPTS)
+        wait_until(lambda last=last: sum(hosted_counts().values()) >= last, 60, 0.05, f"{last} groups adopted")
+        first = last
+    return time.perf_counter() - began
+
+
+def burst(send: Any, n: int) -> tuple[float, float]:
+    """Throughput (requests/s) of ``n`` requests sent back to back, all answered.
+
+    Returns (end to end, as the client sees it; worker side, from the first to
+    the last ``date_done`` the workers stored).
+    """
+    start = time.perf_counter()
+    pending = [send(i) for i in range(n)]
+    for r in pending:
+        r.get(timeout=GET_TIMEOUT)
+    end_to_end = n / (time.perf_counter() - start)
+    done = [r.date_done for r in pending]
+    span = (max(done) - min(done)).total_seconds()
+    return end_to_end, (n - 1) / span if span > 0 else float("nan")
+
+
+def _ours_sender(tag: str, groups: int) -> Any:
+    from bench.app import persistent
+
+    return lambda i: persistent.resolve.delay(msg1(tag, i % groups), {"path": "run", "n": i})
+
+
+def _plain_sender(i: int) -> Any:
+    from bench.app import plain
+
+    return plain.delay({"device": "tick", "id": "plain"}, {"path": "run", "n": i})
+
+
+def throughput(ctx: Context, workers: int, groups: int) -> dict[str, Any]:
+    """One configuration on fresh persistent workers (killed and wiped afterwards)."""
+    tag = f"w{workers}g{groups}"
+    n = max(ctx.pick(200, 500), groups)
+    with Fleet(ctx.logdir) as fleet:
+        fleet.start(*[{"queues": [f"{ctx.prefix}.unused"], "persistent": True} for _ in range(workers)])
+        placed = place(tag, groups)
+        spread = sorted(hosted_counts().values(), reverse=True)
+        send = _ours_sender(tag, groups)
+        burst(send, min(n, max(groups, 50)))  # warm up: every group loads its Msg1 once
+        rates = [burst(send, n) for _ in range(ctx.pick(2, 3))]
+        fleet.kill()
+    wipe(ctx.prefix)
+    return {"workers": workers, "groups": groups, "n": n, "rates": [r for r, _ in rates],
+            "worker_rates": [w for _, w in rates], "place_s": placed, "spread": spread}
+
+
+def plain_throughput(ctx: Context, workers: int) -> dict[str, Any]:
+    from bench.app import DEFAULT_QUEUE
+
+    n = ctx.pick(200, 500)
+    with Fleet(ctx.logdir) as fleet:
+        fleet.start(*[{"queues": [DEFAULT_QUEUE]} for _ in range(workers)])
+        burst(_plain_sender, 50)
+        rates = [burst(_plain_sender, n) for _ in range(ctx.pick(2, 3))]
+    return {"workers": workers, "n": n, "rates": [r for r, _ in rates], "worker_rates": [w for _, w in rates]}
+
+
+def memory(ctx: Context) -> dict[str, Any]:
+    """RSS of one persistent worker hosting idle groups, minus its RSS with none."""
+    count = ctx.pick(2000, MEMORY_TARGET_GROUPS)
+    with Fleet(ctx.logdir) as fleet:
+        [worker] = fleet.start({"queues": [f"{ctx.prefix}.unused"], "persistent": True})
+        time.sleep(2)
+        base = rss_bytes(worker.pid)
+        curve = [(0, base, 0.0)]
+        step = count // 5
+        for upto in range(step, count + 1, step):
+            seconds = place("mem", upto, upto - step)
+            curve.append((upto, rss_bytes(worker.pid), seconds))
+        time.sleep(2)
+        final = rss_bytes(worker.pid)
+        cpu0, t0 = cpu_seconds(worker.pid), time.perf_counter()
+        time.sleep(5)
+        idle_cpu = (cpu_seconds(worker.pid) - cpu0) / (time.perf_counter() - t0)
+        lost = worker.logfile.read_text(errors="replace").count("lost group")
+        hosted = sum(hosted_counts().values())
+        fleet.kill()
+    wipe(ctx.prefix)
+    return {"groups": count, "hosted": hosted, "base_rss": base, "rss": final, "curve": curve,
+            "idle_cpu": idle_cpu, "lost_groups_logged": lost}
+
+
+def measure(ctx: Context) -> dict[str, Any]:
+    sizes = ctx.pick([1, 10, 100], [1, 10, 100, 1000])
+    data: dict[str, Any] = {"plain": [], "ours": []}
+    for workers in (1, 2):
+        data["plain"].append(plain_throughput(ctx, workers))
+        for groups in sizes:
+            data["ours"].append(throughput(ctx, workers, groups))
+    data["memory"] = memory(ctx)
+    return data
+
+
+def _rate(config: dict[str, Any]) -> str:
+    client = Summary([[r] for r in config["rates"]]).median
+    workers = Summary([[r] for r in config["worker_rates"]]).median
+    return f"{client:.0f} req/s (worker side {workers:.0f})"
+
+
+def rows(data: dict[str, Any]) -> list[Row]:
+    out = []
+    plain = {p["workers"]: p for p in data["plain"]}
+    for config in data["ours"]:
+        base_config = plain[config["workers"]]
+        ours, base = Summary([[r] for r in config["rates"]]), Summary([[r] for r in base_config["rates"]])
+        ratio = ours.median / base.median
+        out.append(Row("4 groups", f"throughput, {config['groups']} groups on {config['workers']} persistent "
+                       f"worker(s) vs plain Celery on as many solo workers",
+                       _rate(config), _rate(base_config), ratio, f"{ratio:.2f}×", "", None,
+                       max(cv(config["rates"]), cv(base_config["rates"])),
+                       {"ours": ours.as_dict(), "baseline": base.as_dict(), "groups_per_worker": config["spread"],
+                        "place_s": config["place_s"]}))
+    out.append(memory_row(data["memory"]))
+    return out
+
+
+def memory_row(mem: dict[str, Any]) -> Row:
+    delta = mem["rss"] - mem["base_rss"]
+    per_group = delta / max(1, mem["hosted"])
+    at_target = per_group * MEMORY_TARGET_GROUPS
+    measured = mem["hosted"] >= MEMORY_TARGET_GROUPS
+    ours = f"{delta / 2**20:.1f} MB for {mem['hosted']} groups ({per_group / 1024:.1f} KB/group)"
+    if not measured:
+        ours += f"; extrapolated to {MEMORY_TARGET_GROUPS}: {at_target / 2**20:.0f} MB"
+    return Row("4 groups", f"RSS of one persistent worker hosting {MEMORY_TARGET_GROUPS} idle groups, minus its "
+               "RSS with none (tiny Msg1)", ours, f"{mem['base_rss'] / 2**20:.0f} MB with 0 groups",
+               at_target / MEMORY_TARGET_BYTES, f"{at_target / 2**20:.0f} MB = {at_target / MEMORY_TARGET_BYTES:.2f}"
+               " of the limit" + ("" if measured else " (extrapolated)"), "< 100 MB",
+               at_target < MEMORY_TARGET_BYTES, None, mem)
+
+
+def run(ctx: Context) -> Result:
+    result = Result("groups", "Serialized groups at scale",
+                    "Persistent workers are `-P solo --persistent` processes; each configuration starts fresh "
+                    "workers, places G groups with `start_worker` (trivial `tick` device, tiny static Msg1), "
+                    "then sends N requests round-robin over the groups from one client, back to back, and waits "
+                    "for all. The baseline is the same trivial work as a plain task on as many ordinary solo "
+                    "workers.")
+    data = measure(ctx)
+    result.rows = rows(data)
+    result.data = data
+    for config in data["ours"]:
+        if config["workers"] == 2 and len(config["spread"]) == 2 and min(config["spread"]) == 0 < config["groups"] - 1:
+            result.notes.append(f"{config['groups']} groups on 2 workers were all placed on one worker "
+                                f"(groups per worker: {config['spread']}).")
+    mem = data["memory"]
+    result.notes.append(
+        f"Memory: {mem['hosted']} of {mem['groups']} groups hosted; while hosting them the idle worker used "
+        f"{mem['idle_cpu'] * 100:.0f}% of a CPU (lease renewal and heartbeat every second); "
+        f"'lost group' log lines: {mem['lost_groups_logged']}. Groups were placed 1000 (then, above 4000, "
+        "500) at a time, waiting for their adoption, because adopting a group costs time proportional to the "
+        "number of queues the worker already consumes; larger batches lose groups (see the report).")
+    placing = "; ".join(f"{c['groups']} on {c['workers']}: {c['place_s']:.1f} s" for c in data["ours"])
+    result.notes.append(f"Placement time (start_worker until adopted): {placing}; memory run: "
+                        + ", ".join(f"{g} groups {s:.1f} s" for g, _, s in mem["curve"][1:]) + ".")
+    return result
+
+
+def plot(result: Result, path: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    data = result.data
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for workers, style in ((1, "o-"), (2, "s-")):
+        configs = [c for c in data["ours"] if c["workers"] == workers]
+        xs = [c["groups"] for c in configs]
+        line = left.plot(xs, [Summary([[r] for r in c["rates"]]).median for c in configs], style,
+                         label=f"ours, {workers} persistent worker(s)")[0]
+        base = next(p for p in data["plain"] if p["workers"] == workers)
+        left.axhline(Summary([[r] for r in base["rates"]]).median, color=line.get_color(), linestyle=":",
+                     label=f"plain Celery, {workers} solo worker(s)")
+    left.set_xscale("log")
+    left.set_xlabel("groups")
+    left.set_ylabel("requests/s")
+    left.set_title("Throughput vs number of groups")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    curve = data["memory"]["curve"]
+    right.plot([g for g, _, _ in curve], [(rss - curve[0][1]) / 2**20 for _, rss, _ in curve], "o-",
+               label="RSS − RSS with 0 groups")
+    right.axhline(100, color="red", linestyle=":", label="target at 10,000 groups")
+    right.set_xlabel("idle hosted groups (one worker)")
+    right.set_ylabel("MB")
+    right.set_title("Memory of one persistent worker")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -40,3 +40,12 @@ def test_find_or_register_reports_recursion(persistent, uid) -> None:
         outcome = persistent.find_or_register(msg1, msg2, {"allow_infinite": True})
     assert isinstance(outcome, Leader)
     assert persistent.unregister_notify(outcome, msg2, {"done": True}) == 0
+
+
+def test_recursion_through_another_group_is_detected(worker, persistent, app, uid) -> None:
+    first = persistent.resolve.delay({"device": "pingpong", "id": uid, "side": "a"}, {"path": "hit"})
+    second = app.AsyncResult(first.get(timeout=20)["next"])
+    # b runs with a on its stack; its own request for a is refused, not deadlocked.
+    with pytest.raises(InfiniteRecursionError) as info:
+        second.get(timeout=20)
+    assert info.value.group == f"pp-{uid}-a"

@@ -173,6 +173,19 @@ class Phased(Device):
         return {**msg1, "pid": os.getpid()}
 
 
+@_device("pingpong")
+class PingPong(Device):
+    """Side a requests side b, which requests side a again: recursion through another group."""
+
+    def grouper(self, msg1: Any, msg2: Any, opts: Any) -> str:
+        return f"pp-{msg1['id']}-{msg1['side']}"
+
+    def hit(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        assert plugin is not None
+        other = {**msg1, "side": "b" if msg1["side"] == "a" else "a"}
+        return {"next": plugin.resolve.delay(other, {"path": "hit"}).id}
+
+
 def install(persistent: Persistent) -> None:
     """Register every test device and helper task on ``persistent``'s app."""
     global plugin

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -184,3 +185,25 @@ def drain(ctx: click.Context, worker: str) -> None:
     if not asked:
         raise click.ClickException(f"no live persistent worker named {worker} (live: {', '.join(live) or 'none'})")
     click.echo(f"draining {worker}: its groups move to the other persistent workers")
+
+
+@persistent.command(cls=CeleryCommand)
+@click.option("--port", type=int, default=None, help="Serve /metrics on this port instead of printing once.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to serve on, with --port.")
+@click.pass_context
+def metrics(ctx: click.Context, port: int | None, address: str) -> None:
+    """The counters and group gauges in Prometheus' text format (needs prometheus-client)."""
+    from . import prometheus
+
+    plugin = plugin_of(ctx)
+    with clear_errors("cannot expose the metrics"):
+        if port is None:
+            click.echo(prometheus.exposition(plugin), nl=False)
+            return
+        prometheus.serve(plugin, port, address)
+    click.echo(f"serving Prometheus metrics on http://{address}:{port}/metrics (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass

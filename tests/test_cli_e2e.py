@@ -221,3 +221,15 @@ def test_start_without_any_persistent_worker_fails_clearly(tmp_path) -> None:
     msg1 = write(tmp_path, "msg1.json", {"device": "state", "id": "x"})
     message = fails("start", msg1, env={"CP_PREFIX": f"empty{uuid.uuid4().hex[:8]}"})
     assert "no live persistent worker" in message
+
+
+def test_metrics_in_prometheus_text_format(cluster, persistent, tmp_path) -> None:
+    msg1 = {"device": "state", "id": f"prom-{uuid.uuid4().hex[:6]}", "count": 0}
+    persistent.start_worker(msg1, {"static_worker": True})
+    persistent.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)
+    text = ok("metrics")
+    executions = re.search(r"^celery_persistent_executions_total (\S+)$", text, re.M)
+    assert executions and float(executions.group(1)) >= 1
+    group = f"state-{msg1['id']}"
+    assert re.search(rf'^celery_persistent_group_executions_total{{group="{group}"}} 1\.0$', text, re.M), text
+    assert "celery_persistent_hosted_groups{" in text

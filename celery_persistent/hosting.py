@@ -207,10 +207,10 @@ class Host:
     # -- adoption, release ----------------------------------------------------
 
     def _activate(self, group: str, adopted: Adopted) -> None:
-        h = Hosted(group=group, token=adopted.token, queue=adopted.queue, device=adopted.device,
-                   static=adopted.static, timeout=adopted.timeout or self.default_timeout,
-                   ref=adopted.ref, size=adopted.size,
-                   error_strategy=adopted.error_strategy)
+        where = adopted.where
+        h = Hosted(group=group, token=adopted.token, queue=where.queue, device=where.device, static=where.static,
+                   timeout=where.timeout or self.default_timeout, ref=where.ref, size=where.size,
+                   error_strategy=where.error_strategy)
         with self._lock:
             self.groups[group] = h
             self._by_name[group] = h

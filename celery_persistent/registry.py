@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
@@ -50,19 +51,6 @@ class Submitted:
 
 
 @dataclass(frozen=True)
-class Adopted:
-    token: str
-    queue: str
-    ref: str
-    static: bool
-    timeout: float
-    device: str
-    size: int
-    error_strategy: str
-    unfinished: list[RequestRecord]
-
-
-@dataclass(frozen=True)
 class Placement:
     """Where a group is to be hosted (arguments of place.lua)."""
 
@@ -77,11 +65,20 @@ class Placement:
     error_strategy: str = "ignore"
 
     @classmethod
-    def from_owner(cls, group: str, host: str, owner: dict[str, str]) -> Placement:
+    def from_owner(cls, group: str, host: str, owner: Mapping[str, str]) -> Placement:
         """The same group, as its owner hash describes it, on another host."""
         return cls(group, host, owner.get("queue", ""), owner.get("ref", ""), owner.get("static") == "1",
                    float(owner.get("timeout") or 10), owner.get("device", ""), int(owner.get("bytes") or 0),
                    owner.get("errors") or "ignore")
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A group this host takes up: its token, its placement, and what it had accepted."""
+
+    token: str
+    where: Placement
+    unfinished: list[RequestRecord]
 
 
 @dataclass
@@ -251,8 +248,9 @@ class Registry:
         if _text(reply[0]) != "ok":
             return None
         token, queue, ref, static, timeout, device, size, errors = (_text(x) for x in reply[1:9])
-        return Adopted(token, queue, ref, static == "1", float(timeout), device, int(size or 0), errors,
-                       [RequestRecord.loads(r) for r in reply[9:]])
+        owner = {"queue": queue, "ref": ref, "static": static, "timeout": timeout, "device": device,
+                 "bytes": size, "errors": errors}
+        return Adopted(token, Placement.from_owner(group, host, owner), [RequestRecord.loads(r) for r in reply[9:]])
 
     def start_hosted(self, group: str, token: str, task_id: str) -> bool:
         keys = [self.keys.owner(group), self.keys.hosted_records(group)]

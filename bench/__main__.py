@@ -20,7 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
-SCENARIOS = ("large_message", "overhead", "coalescing", "groups", "registry")
+from bench.scenarios import SCENARIOS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,6 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="output directory")
     parser.add_argument("--only", default="", help="comma-separated scenarios: " + ", ".join(SCENARIOS))
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/ after a full run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: rewrite the report, plots (and docs) from DIR/results.json")
     args = parser.parse_args(argv)
     args.only = [s for s in args.only.split(",") if s] or list(SCENARIOS)
     unknown = set(args.only) - set(SCENARIOS)
@@ -40,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.report_only:
+        return report_only(args)
     prefix = f"cpbench{uuid.uuid4().hex[:6]}"
     # Before bench.app is imported, here and in every worker subprocess.
     os.environ["BENCH_PREFIX"] = prefix
@@ -70,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not args.no_docs and args.only == list(SCENARIOS):
         report.write_docs(results, meta, args.out, ROOT / "docs")
     print(f"bench: done in {time.time() - started:.0f}s; results in {args.out}", flush=True)
+    return 0
+
+
+def report_only(args: argparse.Namespace) -> int:
+    from bench import report
+
+    meta, results = report.load(args.out / "results.json")
+    report.write(results, meta, args.out)
+    if not meta["quick"] and not args.no_docs and [r.name for r in results] == list(SCENARIOS):
+        report.write_docs(results, meta, args.out, ROOT / "docs")
+    print(f"bench: report rewritten from {args.out / 'results.json'}")
     return 0
 
 

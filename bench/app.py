@@ -37,6 +37,8 @@ app.conf.update(
     # 10 MB base messages are part of the benchmark (the default is 32 MB; be explicit).
     persistent_max_message_bytes=MAX_MESSAGE_BYTES,
     persistent_lease_ttl=10.0,
+    # Task events for coalesced waiters (Flower); on by default, as in the plugin.
+    persistent_send_events=os.environ.get("BENCH_SEND_EVENTS", "1") == "1",
     singleton_backend_url=REDIS_URL,
     singleton_key_prefix=f"{PREFIX}:singleton:",
 )

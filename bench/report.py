@@ -16,8 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from bench.scenarios import Result  # noqa: E402
-from bench.stats import NOISE_THRESHOLD, Row  # noqa: E402
+from bench.scenarios import SCENARIOS, Result
+from bench.stats import NOISE_THRESHOLD, Row
 
 COMMAND = ".venv/bin/python -m bench"
 
@@ -84,6 +84,18 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def targets(results: list[Result]) -> list[str]:
+    """One line per row that has a target: the measured value, the target, met or missed."""
+    lines = []
+    for result in results:
+        for row in result.rows:
+            if row.target:
+                status = "met" if row.met else "**missed**"
+                noisy = " (noisy)" if row.noisy else ""
+                lines.append(f"- {row.measure}: {row.ratio_text}, target {row.target}: {status}{noisy}")
+    return lines
+
+
 def _machine_lines(meta: dict[str, Any]) -> list[str]:
     v = meta["versions"]
     return [
@@ -102,11 +114,21 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
 def _sections(results: list[Result], img: str) -> list[str]:
     out = []
     for result in results:
-        out += [f"### {result.rows[0].scenario if result.rows else ''} {result.title}".replace("  ", " "), "",
-                result.setup, ""]
+        out += [f"### {SCENARIOS.index(result.name) + 1}. {result.title}", "", result.setup, ""]
         out += [f"- {note}" for note in result.notes]
         out += ["", f"![{result.title}]({img}{result.name}.png)", ""]
     return out
+
+
+def load(path: Path) -> tuple[dict[str, Any], list[Result]]:
+    """The meta and results of an earlier run, from its results.json."""
+    payload = json.loads(path.read_text())
+    results = []
+    for raw in payload["scenarios"]:
+        rows = [Row(**{k: v for k, v in row.items() if k != "noisy"}) for row in raw["rows"]]
+        results.append(Result(raw["name"], raw["title"], raw["setup"], rows, raw["data"], raw["notes"],
+                              raw["seconds"], raw["loadavg"]))
+    return payload["meta"], results
 
 
 def write(results: list[Result], meta: dict[str, Any], out: Path) -> None:
@@ -115,8 +137,8 @@ def write(results: list[Result], meta: dict[str, Any], out: Path) -> None:
     for result in results:
         module = importlib.import_module(f"bench.scenarios.{result.name}")
         module.plot(result, out / f"{result.name}.png")
-    md = ["# celery_persistent benchmark results", "", *_machine_lines(meta), "", table(results), "",
-          *_sections(results, "")]
+    md = ["# celery_persistent benchmark results", "", *_machine_lines(meta), "", "## Targets", "",
+          *targets(results), "", "## All measurements", "", table(results), "", *_sections(results, "")]
     (out / "results.md").write_text("\n".join(md).rstrip() + "\n")
 
 
@@ -126,7 +148,11 @@ def write_docs(results: list[Result], meta: dict[str, Any], out: Path, docs: Pat
     img.mkdir(parents=True, exist_ok=True)
     for result in results:
         shutil.copy(out / f"{result.name}.png", img / f"{result.name}.png")
-    intro = (Path(__file__).parent / "docs_intro.md").read_text().rstrip()
-    md = [intro, "", "## Results", "", *_machine_lines(meta), "", table(results), "",
-          *_sections(results, "img/bench/")]
+    here = Path(__file__).parent
+    intro = (here / "docs_intro.md").read_text().rstrip()
+    analysis = here / "analysis.md"
+    md = [intro, "", "## Results", "", *_machine_lines(meta), "", "### Targets", "", *targets(results), "",
+          "### All measurements", "", table(results), "", "## Scenarios", "", *_sections(results, "img/bench/")]
+    if analysis.exists():
+        md += ["", analysis.read_text().rstrip()]
     (docs / "benchmarks.md").write_text("\n".join(md).rstrip() + "\n")

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+TIMES = "\u00d7"  # the multiplication sign, for ratios in the report
+MINUS = "\u2212"
+
 NOISE_THRESHOLD = 0.10
 """Coefficient of variation of repeated runs above which a row is marked noisy."""
 

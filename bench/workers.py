@@ -45,7 +45,7 @@ class Worker:
     """A `celery -A bench.app worker` subprocess (default log level: warning, as Celery's)."""
 
     def __init__(self, logdir: Path, queues: list[str], pool: str = "solo", concurrency: int = 1,
-                 persistent: bool = False, name: str | None = None) -> None:
+                 persistent: bool = False, name: str | None = None, env: dict[str, str] | None = None) -> None:
         self.name = name or f"b{uuid.uuid4().hex[:6]}"
         self.hostname = f"{self.name}@bench"
         self.persistent = persistent
@@ -56,7 +56,7 @@ class Worker:
         if persistent:
             cmd.append("--persistent")
         self._log = open(self.logfile, "w")  # noqa: SIM115 - kept open for the process's life
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=self._log,
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     @property

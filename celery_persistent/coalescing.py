@@ -86,7 +86,6 @@ class Coalescer:
         if submitted.outcome is Outcome.HOSTED:
             return self.publish_hosted(task, record, group, submitted.queue, submitted.ref, options)
         if submitted.outcome is not Outcome.LEADER:
-            self.p.metrics.incr("coalesced" if submitted.outcome is Outcome.WAIT else "queued")
             return task.AsyncResult(task_id)
         try:
             return self.publish(record, group, submitted.token, options)
@@ -162,7 +161,9 @@ class Coalescer:
         """Execute a request on a worker, under its group's registration."""
         token = header.get("token") if header else None
         if not token and plan.group is None:
-            return self.execute(plan)
+            msg3 = self.execute(plan)
+            self.p.metrics.incr("executions")
+            return msg3
         if token and header:
             if header.get("group") != plan.group:
                 # Registered under the group the client computed: keep to it.
@@ -199,7 +200,6 @@ class Coalescer:
             raise Ignore()
         if submitted.outcome is not Outcome.LEADER:
             # Answered later by the leader (wait) or published in turn (queued).
-            self.p.metrics.incr("coalesced" if submitted.outcome is Outcome.WAIT else "queued")
             raise Ignore()
         self.p.registry.claim(group, submitted.token)
         return group, submitted.token
@@ -211,13 +211,13 @@ class Coalescer:
         try:
             msg3 = self.execute(plan)
         except BaseException as exc:
-            self.complete(plan.group, plan.key, token, exc)
+            self.complete(plan.group, plan.key, token, exc, executed=True)
             raise
         finally:
             self.p.keeper.drop(token)
         if plan.opts["spawn_worker"] and self.spawn(plan, token, msg3):
             return msg3
-        self.complete(plan.group, plan.key, token, msg3)
+        self.complete(plan.group, plan.key, token, msg3, executed=True)
         return msg3
 
     def spawn(self, plan: Plan, token: str, msg3: Any) -> bool:
@@ -231,7 +231,7 @@ class Coalescer:
         if not isinstance(msg3, Mapping):
             logger.warning("spawn_worker needs Msg3 to be a message; not spawning for %s", plan.group)
             return False
-        finished = self.p.registry.finish(plan.group, plan.key, token, keep=True)
+        finished = self.p.registry.finish(plan.group, plan.key, token, keep=True, executed=True)
         if finished.stale:
             return True
         answer(self.p.app, finished.waiters, msg3)
@@ -248,12 +248,11 @@ class Coalescer:
         with executing(plan.stack, plan.group):
             msg3 = plan.method(msg1, plan.msg2, plan.opts)
         encode(msg3, "msg3")
-        self.p.metrics.incr("executions")
         return msg3
 
-    def complete(self, group: str, key: str, token: str, outcome: Any) -> int:
+    def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False) -> int:
         """Release the group (holder only), answer its waiters, publish the next."""
-        finished = self.p.registry.finish(group, key, token)
+        finished = self.p.registry.finish(group, key, token, executed=executed)
         if finished.stale:
             logger.warning("group %s was taken over before its leader finished", group)
             return 0

@@ -39,7 +39,7 @@ class KeySpace:
         return f"{self.prefix}:{{{group}}}:hr"
 
     def group_keys(self, group: str, key: str) -> list[str]:
-        """The KEYS list of submit (finish takes the first five)."""
+        """The KEYS list of submit."""
         return [
             self.owner(group),
             self.inflight(group),
@@ -48,6 +48,7 @@ class KeySpace:
             self.leases(),
             self.hosted_ids(group),
             self.hosted_records(group),
+            self.metrics(),
         ]
 
     def inbox(self, hostname: str) -> str:

@@ -195,7 +195,7 @@ class Persistent:
         if not name or not token:
             return 0
         self.keeper.drop(token)
-        return self.coalescer.complete(name, message_digest(msg2), token, msg3)
+        return self.coalescer.complete(name, message_digest(msg2), token, msg3, executed=True)
 
     def notify(self, group: str, msg2: Any, msg3: Any, opts: Mapping[str, Any] | None = None) -> int:
         """Answer the current waiters of (group, Msg2) without releasing the group."""

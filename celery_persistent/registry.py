@@ -160,16 +160,18 @@ class Registry:
             )
         return [bool(r) for r in pipe.execute()]
 
-    def finish(self, group: str, key: str, token: str, keep: bool = False) -> Finished:
+    def finish(self, group: str, key: str, token: str, keep: bool = False, executed: bool = False) -> Finished:
         """Release the group (holder only), take the waiters, hand it on.
 
         ``keep`` releases only the key: the group stays with the token, for a
         persistent worker to take over (``spawn_worker``).
         """
         next_token = new_token()
+        keys = self.keys.group_keys(group, key)
         reply = self._scripts["finish"](
-            keys=self.keys.group_keys(group, key)[:5],
-            args=[group, key, token, next_token, now_ms() + self.queue_ms, "keep" if keep else ""],
+            keys=[*keys[:5], self.keys.metrics()],
+            args=[group, key, token, next_token, now_ms() + self.queue_ms, "keep" if keep else "",
+                  "1" if executed else ""],
         )
         if _text(reply[0]) == "stale":
             return Finished(stale=True)
@@ -260,7 +262,7 @@ class Registry:
                       new_ref: str = "", size: int = 0) -> list[RequestRecord] | None:
         """Waiters of a finished hosted request; None if another host owns the group."""
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.waiters(group, key),
-                self.keys.hosted_ids(group), self.keys.hosted_records(group)]
+                self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.metrics()]
         reply = self._scripts["finish_hosted"](keys=keys, args=[token, key, task_id, new_ref, now_ms(), size])
         if _text(reply[0]) == "stale":
             return None

@@ -57,6 +57,7 @@ def test_deduplicated_execution(worker, persistent, rdb, uid) -> None:
 def test_fifty_concurrent_identical_requests_execute_once(worker, persistent, rdb, uid) -> None:
     msg1 = {"device": "work", "id": uid}
     msg2 = {"path": "run", "sleep": 0.5, "echo": uid}
+    before = persistent.metrics.read()
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(lambda _: persistent.resolve.delay(msg1, msg2), range(50)))
     assert len({r.id for r in results}) == 50
@@ -64,6 +65,9 @@ def test_fifty_concurrent_identical_requests_execute_once(worker, persistent, rd
     assert all(a == answers[0] for a in answers)
     assert answers[0]["echo"] == uid
     assert runs(rdb, uid) == 1
+    after = persistent.metrics.read()
+    assert after["coalesced"] - before["coalesced"] == 49
+    assert after["executions"] - before["executions"] == 1
 
 
 def test_same_group_never_overlaps_and_keeps_order(worker, persistent, rdb, uid) -> None:

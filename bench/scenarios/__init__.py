@@ -10,6 +10,9 @@ from bench.stats import Row
 
 T = TypeVar("T")
 
+SCENARIOS = ("large_message", "overhead", "coalescing", "groups", "registry")
+"""Module names under bench.scenarios, in the order they run and are numbered."""
+
 
 @dataclass
 class Context:

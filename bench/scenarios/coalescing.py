@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.scenarios import Context, Result
-from bench.stats import Row, Summary, ms, noise_of
+from bench.stats import MINUS, TIMES, Row, Summary, ms, noise_of
 from bench.workers import Fleet
 
 SLEEP = 0.5
@@ -45,7 +45,8 @@ def burst(system: str, n: int) -> dict[str, Any]:
     answers += [r.get(timeout=GET_TIMEOUT) for r in pending[1:]]
     wall = time.perf_counter() - start
     assert all(a == {"ok": True} for a in answers), answers[:3]
-    return {"n": n, "wall": wall, "send": sent - start, "first": first - start, "executions": int(counters().get(runs_key(system, tag)) or 0),
+    executions = int(counters().get(runs_key(system, tag)) or 0)
+    return {"n": n, "wall": wall, "send": sent - start, "first": first - start, "executions": executions,
             "distinct_ids": len({r.id for r in pending})}
 
 
@@ -66,6 +67,16 @@ def measure(ctx: Context) -> dict[str, Any]:
             elif r == 0:
                 bursts[system].append(burst(system, plain_n))  # 100 x 0.5 s on 2 processes: once is enough
     return {"single": single, "bursts": bursts, "n": n, "plain_n": plain_n}
+
+
+def measure_without_events(ctx: Context) -> dict[str, Any]:
+    """Ours again, on a worker with persistent_send_events=False (diagnostic: what the waiters' events cost)."""
+    burst("persistent", 1)
+    single, bursts = [], []
+    for _ in range(ctx.pick(2, 3)):
+        single.append(burst("persistent", 1)["wall"])
+        bursts.append(burst("persistent", 100))
+    return {"single": single, "bursts": bursts}
 
 
 def _walls(data: dict[str, Any], system: str) -> Summary:
@@ -89,21 +100,28 @@ def rows(data: dict[str, Any]) -> list[Row]:
                f"{execs['plain'][0]} of {data['plain_n']})", "1", set(execs["persistent"]) == {1})]
     for system, label in (("persistent", "ours"), ("singleton", "celery-singleton")):
         ratio = walls[system].median / single[system].median
-        target = "≤ 1.1×" if system == "persistent" else ""
+        target = f"≤ 1.1{TIMES}" if system == "persistent" else ""
         out.append(Row("3 coalescing", f"{label}: wall time of {n} identical requests vs one request",
-                       ms(walls[system].median), ms(single[system].median), ratio, f"{ratio:.2f}×", target,
+                       ms(walls[system].median), ms(single[system].median), ratio, f"{ratio:.2f}{TIMES}", target,
                        ratio <= 1.1 if target else None, noise_of(walls[system], single[system]),
                        {"ours": walls[system].as_dict(), "baseline": single[system].as_dict()}))
     plain_ratio = walls["plain"].median / single["plain"].median
     out.append(Row("3 coalescing", f"plain Celery: wall time of {data['plain_n']} identical requests vs one request",
-                   ms(walls["plain"].median), ms(single["plain"].median), plain_ratio, f"{plain_ratio:.2f}×",
+                   ms(walls["plain"].median), ms(single["plain"].median), plain_ratio, f"{plain_ratio:.2f}{TIMES}",
                    "", None, None, {"ours": walls["plain"].as_dict(), "baseline": single["plain"].as_dict()}))
     ours, theirs = _per_waiter(data, "persistent"), _per_waiter(data, "singleton")
-    ratio = ours.median / theirs.median if theirs.median > 0 else float("inf")
-    out.append(Row("3 coalescing", "per-waiter overhead ((wall − one request) / 100): ours vs celery-singleton",
-                   ms(ours.median), ms(theirs.median), ratio, f"{ratio:.2f}×", "≤ 1× (no worse)",
+    ratio = ours.median / theirs.median
+    out.append(Row("3 coalescing", f"per-waiter overhead ((wall {MINUS} one request) / 100): ours vs celery-singleton",
+                   ms(ours.median), ms(theirs.median), ratio, f"{ratio:.2f}{TIMES}", f"≤ 1{TIMES} (no worse)",
                    ours.median <= theirs.median, noise_of(walls["persistent"], walls["singleton"]),
                    {"ours": ours.as_dict(), "baseline": theirs.as_dict()}))
+    quiet = data["no_events"]
+    no_events = Summary([[(b["wall"] - Summary([[x] for x in quiet["single"]]).median) / b["n"]]
+                         for b in quiet["bursts"]])
+    ratio = no_events.median / theirs.median
+    out.append(Row("3 coalescing", "… the same, ours on a worker with persistent_send_events=False (separate "
+                   "worker, after the others)", ms(no_events.median), ms(theirs.median), ratio,
+                   f"{ratio:.2f}{TIMES}", "", None, None, {"ours": no_events.as_dict(), "bursts": quiet["bursts"]}))
     return out
 
 
@@ -117,6 +135,10 @@ def run(ctx: Context) -> Result:
     with Fleet(ctx.logdir) as fleet:
         fleet.start({"queues": [DEFAULT_QUEUE], "pool": "prefork", "concurrency": 2})
         data = measure(ctx)
+    with Fleet(ctx.logdir) as fleet:
+        fleet.start({"queues": [DEFAULT_QUEUE], "pool": "prefork", "concurrency": 2,
+                     "env": {"BENCH_SEND_EVENTS": "0"}})
+        data["no_events"] = measure_without_events(ctx)
     result.rows = rows(data)
     result.data = data
     result.notes.append(f"Execution time is {SLEEP} s. Where a burst's time goes (ms, per round: sending the "
@@ -124,13 +146,14 @@ def run(ctx: Context) -> Result:
                             f"{s}: " + ", ".join(f"{b['send'] * 1000:.0f}/{b['first'] * 1000:.0f}/"
                                                  f"{b['wall'] * 1000:.0f}" for b in data["bursts"][s])
                             for s in SYSTEMS) + ".")
-    result.notes.append(f"Plain Celery runs every request: {data['plain_n']} × {SLEEP} s on 2 processes "
+    result.notes.append(f"Plain Celery runs every request: {data['plain_n']} {TIMES} {SLEEP} s on 2 processes "
                         f"(one burst{'; quick run: 20 requests' if ctx.quick else ''}).")
     return result
 
 
 def plot(result: Result, path: Any) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     data = result.data
     labels = {"persistent": "ours", "singleton": "celery-singleton", "plain": "plain Celery"}
@@ -141,6 +164,11 @@ def plot(result: Result, path: Any) -> None:
     left.bar([i - 0.2 for i in x], single, 0.4, label="one request", color="grey")
     left.bar([i + 0.2 for i in x], walls, 0.4, label="burst of identical requests", color="tab:blue")
     left.set_yscale("log")
+    left.yaxis.set_major_formatter(ScalarFormatter())
+    left.yaxis.set_minor_formatter(NullFormatter())
+    for i, (one, many) in enumerate(zip(single, walls, strict=True)):
+        left.text(i - 0.2, one, f"{one:.2f}", ha="center", va="bottom", fontsize=8)
+        left.text(i + 0.2, many, f"{many:.2f}", ha="center", va="bottom", fontsize=8)
     left.set_xticks(x, [f"{labels[s]}\n(burst {data['plain_n'] if s == 'plain' else data['n']})" for s in SYSTEMS])
     left.set_ylabel("wall time (s)")
     left.set_title(f"wall time, {SLEEP} s execution")

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from bench.scenarios import Context, Result
-from bench.stats import Row, Summary, cv
+from bench.stats import MINUS, TIMES, Row, Summary, cv
 from bench.workers import Fleet, cpu_seconds, rss_bytes, wait_until, wipe
 
 GET_TIMEOUT = 120
@@ -159,7 +159,7 @@ def rows(data: dict[str, Any]) -> list[Row]:
         ratio = ours.median / base.median
         out.append(Row("4 groups", f"throughput, {config['groups']} groups on {config['workers']} persistent "
                        f"worker(s) vs plain Celery on as many solo workers",
-                       _rate(config), _rate(base_config), ratio, f"{ratio:.2f}×", "", None,
+                       _rate(config), _rate(base_config), ratio, f"{ratio:.2f}{TIMES}", "", None,
                        max(cv(config["rates"]), cv(base_config["rates"])),
                        {"ours": ours.as_dict(), "baseline": base.as_dict(), "groups_per_worker": config["spread"],
                         "place_s": config["place_s"]}))
@@ -217,8 +217,11 @@ def plot(result: Result, path: Any) -> None:
     for workers, style in ((1, "o-"), (2, "s-")):
         configs = [c for c in data["ours"] if c["workers"] == workers]
         xs = [c["groups"] for c in configs]
-        line = left.plot(xs, [Summary([[r] for r in c["rates"]]).median for c in configs], style,
-                         label=f"ours, {workers} persistent worker(s)")[0]
+        medians = [Summary([[r] for r in c["rates"]]).median for c in configs]
+        spread = [[m - min(c["rates"]) for m, c in zip(medians, configs, strict=True)],
+                  [max(c["rates"]) - m for m, c in zip(medians, configs, strict=True)]]
+        line = left.errorbar(xs, medians, yerr=spread, fmt=style, capsize=3,
+                             label=f"ours, {workers} persistent worker(s) (median, min-max)")[0]
         base = next(p for p in data["plain"] if p["workers"] == workers)
         left.axhline(Summary([[r] for r in base["rates"]]).median, color=line.get_color(), linestyle=":",
                      label=f"plain Celery, {workers} solo worker(s)")
@@ -230,7 +233,7 @@ def plot(result: Result, path: Any) -> None:
     left.legend(fontsize=8)
     curve = data["memory"]["curve"]
     right.plot([g for g, _, _ in curve], [(rss - curve[0][1]) / 2**20 for _, rss, _ in curve], "o-",
-               label="RSS − RSS with 0 groups")
+               label=f"RSS {MINUS} RSS with 0 groups")
     right.axhline(100, color="red", linestyle=":", label="target at 10,000 groups")
     right.set_xlabel("idle hosted groups (one worker)")
     right.set_ylabel("MB")

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from bench.scenarios import Context, Result
-from bench.stats import Row, Summary, interleave, ms, noise_of, p50_p99
+from bench.stats import TIMES, Row, Summary, interleave, ms, noise_of, p50_p99
 from bench.workers import Fleet, wait_until
 
 SIZES = {"10 KB": 10 * 1024, "1 MB": 1024 * 1024, "10 MB": 10 * 1024 * 1024}
@@ -89,18 +89,18 @@ def rows(s: dict[str, Summary]) -> list[Row]:
         is_target = label == "10 MB"
         out.append(Row(
             "1 large Msg1", f"p50 latency, Msg1 {label}: persistent (ref) vs plain by value",
-            p50_p99(ours), p50_p99(base), speedup, f"{speedup:.1f}× faster",
-            "≥ 50× faster" if is_target else "", (speedup >= 50) if is_target else None,
+            p50_p99(ours), p50_p99(base), speedup, f"{speedup:.1f}{TIMES} faster",
+            f"≥ 50{TIMES} faster" if is_target else "", (speedup >= 50) if is_target else None,
             noise_of(ours, base), {"ours": ours.as_dict(), "baseline": base.as_dict()}))
     ours, tiny = s["ours 10 MB"], s["plain tiny"]
     ratio = ours.median / tiny.median
     out.append(Row("1 large Msg1", "persistent 10 MB p50 vs a tiny plain Celery round trip",
-                   p50_p99(ours), p50_p99(tiny), ratio, f"{ratio:.2f}×", "≤ 1.5×", ratio <= 1.5,
+                   p50_p99(ours), p50_p99(tiny), ratio, f"{ratio:.2f}{TIMES}", f"≤ 1.5{TIMES}", ratio <= 1.5,
                    noise_of(ours, tiny), {"ours": ours.as_dict(), "baseline": tiny.as_dict()}))
     by_value, plain10 = s["ours 10 MB by value"], s["plain 10 MB"]
     ratio = plain10.median / by_value.median
     out.append(Row("1 large Msg1", "10 MB Msg1 passed by value to the hosted group (no ref) vs plain",
-                   p50_p99(by_value), p50_p99(plain10), ratio, f"{ratio:.1f}× faster", "", None,
+                   p50_p99(by_value), p50_p99(plain10), ratio, f"{ratio:.1f}{TIMES} faster", "", None,
                    noise_of(by_value, plain10), {"ours": by_value.as_dict(), "baseline": plain10.as_dict()}))
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.scenarios import Context, Result
-from bench.stats import Row, Summary, interleave, ms, noise_of, p50_p99
+from bench.stats import TIMES, Row, Summary, interleave, ms, noise_of, p50_p99
 from bench.workers import Fleet
 
 GET_TIMEOUT = 30
@@ -53,11 +53,11 @@ def rows(s: dict[str, Summary]) -> list[Row]:
     bare, ours, no_await = s["bare"], s["ours"], s["ours no await"]
     ratio = ours.median / bare.median
     out = [Row("2 overhead", "p50 round trip, tiny messages: `resolve` (await_inprogress=True) vs bare task",
-               p50_p99(ours), p50_p99(bare), ratio, f"{ratio:.2f}×", "≤ 1.25×", ratio <= 1.25,
+               p50_p99(ours), p50_p99(bare), ratio, f"{ratio:.2f}{TIMES}", f"≤ 1.25{TIMES}", ratio <= 1.25,
                noise_of(ours, bare), {"ours": ours.as_dict(), "baseline": bare.as_dict()})]
     ratio = no_await.median / bare.median
     out.append(Row("2 overhead", "p50 round trip: `resolve` with await_inprogress=False (no registry) vs bare task",
-                   p50_p99(no_await), p50_p99(bare), ratio, f"{ratio:.2f}×", "", None,
+                   p50_p99(no_await), p50_p99(bare), ratio, f"{ratio:.2f}{TIMES}", "", None,
                    noise_of(no_await, bare), {"ours": no_await.as_dict(), "baseline": bare.as_dict()}))
     return out
 

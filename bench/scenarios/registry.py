@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from bench.scenarios import Context, Result
-from bench.stats import Row, cv
+from bench.stats import TIMES, Row, cv
 
 MSG1 = {"device": "echo", "id": "registry"}
 MSG3 = {"n": 0}
@@ -234,7 +234,7 @@ def rows(data: dict[str, Any]) -> list[Row]:
         ratio = _median(ours) / _median(base)
         out.append(Row("5 registry", f"operations/s, {threads} thread(s): find_or_register + unregister_notify "
                        "vs PING", f"{_median(ours):.0f} ops/s", f"{_median(base):.0f} PING/s", ratio,
-                       f"{ratio:.3f}× (1 op = {1 / ratio:.1f} PINGs)", "", None, max(cv(ours), cv(base)),
+                       f"{ratio:.3f}{TIMES} (1 op = {1 / ratio:.1f} PINGs)", "", None, max(cv(ours), cv(base)),
                        {"ours": ours, "baseline": base}))
     return out
 

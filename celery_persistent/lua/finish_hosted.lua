@@ -1,6 +1,6 @@
 -- finish_hosted: a hosted request is done; take its waiters, record the new state.
 -- KEYS[1] owner HASH   KEYS[2] inflight HASH   KEYS[3] waiters LIST (its key)
--- KEYS[4] hosted ids ZSET   KEYS[5] hosted records HASH
+-- KEYS[4] hosted ids ZSET   KEYS[5] hosted records HASH   KEYS[6] metrics HASH
 -- ARGV[1] host's token  ARGV[2] coalescing key  ARGV[3] task id
 -- ARGV[4] new msg1 ref ("" = unchanged)  ARGV[5] now (ms)  ARGV[6] new msg1 size
 -- Returns {"stale"} (another host owns the group now) or {"done", waiter record, ...}
@@ -21,6 +21,7 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'ref', ARGV[4], 'bytes', ARGV[6])
 end
 redis.call('HINCRBY', KEYS[1], 'executions', 1)
+redis.call('HINCRBY', KEYS[6], 'executions', 1)
 redis.call('HSET', KEYS[1], 'last', ARGV[5])
 redis.call('HDEL', KEYS[1], 'running')
 return result

@@ -1,6 +1,7 @@
 -- submit: register a request for a group, atomically.
 -- KEYS[1] owner HASH   KEYS[2] inflight HASH   KEYS[3] waiters LIST (this key)
 -- KEYS[4] pending LIST KEYS[5] leases ZSET     KEYS[6] hosted ids ZSET  KEYS[7] hosted records HASH
+-- KEYS[8] metrics HASH (counts "coalesced" and "queued")
 -- ARGV[1] group  ARGV[2] coalescing key  ARGV[3] task id  ARGV[4] owner token
 -- ARGV[5] waiter record  ARGV[6] request record ("id\nkey\njson")
 -- ARGV[7] lease deadline (ms) if this request becomes the leader
@@ -23,6 +24,7 @@ end
 local same = redis.call('HGET', KEYS[2], ARGV[2])
 if same and not (string.find(ARGV[8], 'r', 1, true) and same == ARGV[3]) then
   redis.call('RPUSH', KEYS[3], ARGV[5])
+  redis.call('HINCRBY', KEYS[8], 'coalesced', 1)
   return {'wait', same}
 end
 if hosted then
@@ -35,6 +37,7 @@ end
 if mode then
   redis.call('RPUSH', KEYS[4], ARGV[6])
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('HINCRBY', KEYS[8], 'queued', 1)
   return {'queued', redis.call('HGET', KEYS[1], 'task_id')}
 end
 redis.call('HSET', KEYS[1], 'mode', 'leader', 'token', ARGV[4], 'task_id', ARGV[3], 'key', ARGV[2],

@@ -412,3 +412,15 @@ def test_worker_default_idle_timeout_applies_when_none_is_given(redis_app, redis
     handle = p.start_worker(msg1, {"static_worker": True})  # no worker_timeout: the worker's 1 s
     assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["count"] == 0
     wait_until(lambda: hosted(p, handle.group) is None, timeout=6, message="release after the worker's 1 s")
+
+
+def test_persistent_worker_refuses_a_concurrent_pool(tmp_path) -> None:
+    from tests.support import Worker
+
+    worker = Worker(pool="prefork", concurrency=2, extra=["--persistent"], logdir=tmp_path)
+    try:
+        worker.proc.wait(60)
+        assert worker.proc.returncode != 0
+        assert "use -P solo" in worker.log()
+    finally:
+        worker.stop()

@@ -69,19 +69,27 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def schedule(counts: dict[str, int], rotation: int) -> list[str]:
+    """Each name ``counts[name]`` times, spread evenly over one round (ABCABC..., not AAABBBCCC)."""
+    names = list(counts)
+    names = names[rotation % len(names):] + names[: rotation % len(names)]
+    slots = [((i + 0.5) / counts[name], order, name) for order, name in enumerate(names) for i in range(counts[name])]
+    return [name for _, _, name in sorted(slots)]
+
+
 def interleave(variants: dict[str, tuple[Callable[[], Any], int]], rounds: int) -> dict[str, Summary]:
-    """Run every variant ``iterations`` times per round, rotating their order each round.
+    """Run every variant ``iterations`` times per round, request by request, rotating the order each round.
 
     Interleaving in one run puts a variant and its baseline under the same
-    load, so machine noise moves both instead of biasing the ratio.
+    load, so machine noise moves both instead of biasing the ratio; the
+    per-round medians then show how much the load moved them (noise).
     """
-    names = list(variants)
-    out = {name: Summary([]) for name in names}
+    out = {name: Summary([]) for name in variants}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            fn, iterations = variants[name]
-            out[name].rounds.append([timed(fn) for _ in range(iterations)])
+        for summary in out.values():
+            summary.rounds.append([])
+        for name in schedule({name: n for name, (_, n) in variants.items()}, r):
+            out[name].rounds[-1].append(timed(variants[name][0]))
     return out
 
 

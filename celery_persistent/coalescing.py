@@ -98,16 +98,8 @@ class Coalescer:
         """Submit to the persistent worker of Msg1 if there is one, else to the group."""
         assert plan.group is not None
         registry = self.p.registry
-        group = plan.group
-        submitted = None
-        if plan.host_group and plan.host_group != plan.group:
-            submitted = registry.submit(plan.host_group, record, flags + "h")
-            if submitted.outcome is Outcome.NOT_HOSTED:
-                submitted = None
-            else:
-                group = plan.host_group
-        if submitted is None:
-            submitted = registry.submit(group, record, flags)
+        submitted = registry.submit(plan.group, record, flags, host_group=plan.host_group)
+        group = submitted.group
         for _ in range(MAX_MOVES):
             if submitted.outcome is not Outcome.MOVED:
                 return group, submitted

@@ -51,7 +51,7 @@ class Hosted:
     device: str
     static: bool
     timeout: float
-    ref: str  # digest of the stored Msg1 (checkpoint)
+    ref: str  # storage id of the stored Msg1 (checkpoint)
     size: int
     error_strategy: str = "ignore"
     msg1: Mapping[str, Any] | None = None  # None: evicted, reload by ref
@@ -369,9 +369,9 @@ class Host:
             raise InvalidMessage(f"a rolling worker needs Msg3 to be a message, not {type(msg3).__name__}", "msg3")
         encoded = validate(msg3, "msg3", self.p.settings.max_message_bytes)
         ref = self.p.store.put(msg3, encoded)
-        h.msg1, h.ref, h.size = msg3, ref.digest, ref.size
+        h.msg1, h.ref, h.size = msg3, ref.storage_id, ref.size
         self._fit_cache(keep=h)
-        return ref.digest, ref.size
+        return ref.storage_id, ref.size
 
     def _maybe_rename(self, h: Hosted) -> None:
         """Re-register under group(Msg3) when the rolled state names another group."""

@@ -81,21 +81,35 @@ class LeaseKeeper:
         self._thread = None
 
     def beat(self) -> None:
-        """One renewal pass and one round of ticks (also used by tests)."""
+        """One renewal pass and one round of ticks (also used by tests).
+
+        Each part is guarded on its own: a failing source or a Redis error
+        while renewing never keeps the held leases or the ticks from running.
+        """
         with self._lock:
             leases = [(group, token) for token, group in self._held.items()]
         for source in self._sources:
-            leases.extend(source())
-        if leases:
-            lost = [lease for lease, ok in zip(leases, self._registry().renew(leases), strict=False) if not ok]
-            for group, token in lost:
-                if token in self._held:
-                    logger.warning("lease on group %s lost (token %s)", group, token[:8])
+            try:
+                leases.extend(source())
+            except Exception:
+                logger.exception("lease source %r failed", source)
+        try:
+            self._renew(leases)
+        except Exception:
+            logger.exception("lease renewal failed; retrying on the next beat")
         for tick in self._ticks:
             try:
                 tick()
             except Exception:
                 logger.exception("persistent background tick %r failed", tick)
+
+    def _renew(self, leases: list[tuple[str, str]]) -> None:
+        if not leases:
+            return
+        lost = [lease for lease, ok in zip(leases, self._registry().renew(leases), strict=True) if not ok]
+        for group, token in lost:
+            if token in self._held:
+                logger.warning("lease on group %s lost (token %s)", group, token[:8])
 
     def _run(self) -> None:
         while not self._stopped.is_set():

@@ -243,7 +243,7 @@ class Persistent:
             raise PersistentError("no live persistent worker: start one with `celery worker --persistent -P solo`")
         queue = queue_name(self.settings.queue_prefix, group)
         timeout = float(opts["worker_timeout"]) if timeout_set else 0.0
-        where = Placement(group, host, queue, ref.digest, bool(opts["static_worker"]), timeout,
+        where = Placement(group, host, queue, ref.storage_id, bool(opts["static_worker"]), timeout,
                           str(content.get("device")), ref.size, str(opts["error_strategy"]))
         status, _token, info = self.registry.place(where, expect=expect)
         if status == "exists":

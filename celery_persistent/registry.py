@@ -48,6 +48,7 @@ class Submitted:
     ref: str = ""  # hosted: digest of the worker's Msg1
     host: str = ""  # hosted: the worker's hostname
     target: str = ""  # moved: the group's new name
+    group: str = ""  # the group the request registered with
 
 
 @dataclass(frozen=True)
@@ -119,27 +120,26 @@ class Registry:
             for name in self.SCRIPTS
         }
 
-    def submit(self, group: str, record: RequestRecord, flags: str = "") -> Submitted:
+    def submit(self, group: str, record: RequestRecord, flags: str = "", host_group: str | None = None) -> Submitted:
+        """Register a request (one round trip).
+
+        With ``host_group`` (the group of Msg1 alone), a persistent worker
+        hosting that group takes the request instead, in the same script.
+        """
         token = new_token()
-        reply = [_text(x) if x is not None else "" for x in self._scripts["submit"](
-            keys=self.keys.group_keys(group, record.key),
-            args=[
-                group,
-                record.key,
-                record.id,
-                token,
-                record.waiter().dumps(),
-                record.dumps(),
-                now_ms() + self.queue_ms,
-                flags,
-            ],
-        )]
-        outcome = Outcome(reply[0])
+        keys = self.keys.group_keys(group, record.key)
+        args: list[Any] = [group, record.key, record.id, token, record.waiter().dumps(), record.dumps(),
+                           now_ms() + self.queue_ms, flags]
+        if host_group is not None and host_group != group:
+            keys += self.keys.group_keys(host_group, record.key)
+            args.append(host_group)
+        reply = [_text(x) if x is not None else "" for x in self._scripts["submit"](keys=keys, args=args)]
+        outcome, registered = Outcome(reply[0]), reply[-1]
         if outcome is Outcome.HOSTED:
-            return Submitted(outcome, token, queue=reply[1], ref=reply[2], host=reply[3])
+            return Submitted(outcome, token, queue=reply[1], ref=reply[2], host=reply[3], group=registered)
         if outcome is Outcome.MOVED:
-            return Submitted(outcome, token, target=reply[1])
-        return Submitted(outcome, token, other_id=reply[1] if len(reply) > 1 else "")
+            return Submitted(outcome, token, target=reply[1], group=registered)
+        return Submitted(outcome, token, other_id=reply[1] if len(reply) > 2 else "", group=registered)
 
     def claim(self, group: str, token: str) -> bool:
         """Mark the leader as running; False means this copy is stale."""

@@ -9,6 +9,7 @@ elsewhere is loaded from Redis once and kept in a small local cache.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -19,24 +20,32 @@ from kombu.utils import json
 
 from .errors import InvalidMessage, StateLost
 from .keys import KeySpace
+from .messages import PRIVATE_KEY, encode, validate
 from .messages import digest as digest_of
-from .messages import validate
 
 REF_KEY = "$persistent-ref"
 
 
 class Ref(dict):  # type: ignore[type-arg]
-    """``{"$persistent-ref": digest, "device": name, "bytes": size}``.
+    """``{"$persistent-ref": id, "device": name, "bytes": size}``.
 
     A dict, so it serializes as one; ``value`` (not serialized) holds the
-    message when this process made or loaded it.
+    message when this process made or loaded it.  The id is the digest of the
+    message without ``priv`` (what grouping and equality see), followed, for a
+    message with a ``priv`` part, by ``-`` and a digest of that part: two
+    messages that differ only in ``priv`` are stored apart.
     """
 
     value: Mapping[str, Any] | None = None
 
     @property
-    def digest(self) -> str:
+    def storage_id(self) -> str:
         return str(self[REF_KEY])
+
+    @property
+    def digest(self) -> str:
+        """The digest of the message without ``priv``."""
+        return self.storage_id.split("-", 1)[0]
 
     @property
     def size(self) -> int:
@@ -47,10 +56,13 @@ def is_ref(obj: Any) -> bool:
     return isinstance(obj, Mapping) and REF_KEY in obj
 
 
+REF_ID = re.compile(r"[0-9a-f]{32}(-[0-9a-f]{32})?")
+
+
 def as_ref(obj: Mapping[str, Any]) -> Ref:
     """A Ref from its serialized form, checked."""
     ref = obj if isinstance(obj, Ref) else Ref(obj)
-    if not isinstance(ref.get(REF_KEY), str) or len(ref[REF_KEY]) != 32:
+    if not isinstance(ref.get(REF_KEY), str) or not REF_ID.fullmatch(ref[REF_KEY]):
         raise InvalidMessage("malformed message reference", "ref")
     return ref
 
@@ -79,15 +91,19 @@ class MessageStore:
             if encoded is None:
                 encoded = validate(msg, "message", self._max_bytes())
             digest, size = digest_of(encoded), len(encoded)
-        ref = Ref({REF_KEY: digest, "device": msg.get("device"), "bytes": size})
+        storage_id = digest
+        if PRIVATE_KEY in msg:
+            private = encode(msg[PRIVATE_KEY], f"message.{PRIVATE_KEY}")
+            storage_id, size = f"{digest}-{digest_of(private)}", size + len(private)
+        ref = Ref({REF_KEY: storage_id, "device": msg.get("device"), "bytes": size})
         ref.value = msg
-        key = self._keys().store(ref.digest)
+        key = self._keys().store(storage_id)
         ttl_ms = int(self._ttl() * 1000)
         client = self._client()
         # SET NX keeps the first copy; an existing one only has its TTL renewed.
         if not client.set(key, json.dumps(msg), nx=True, px=ttl_ms):
             client.pexpire(key, ttl_ms)
-        self._remember(ref.digest, msg, size)
+        self._remember(storage_id, msg, size)
         return ref
 
     def get(self, ref: Mapping[str, Any], cache: bool = True) -> Mapping[str, Any]:
@@ -100,16 +116,16 @@ class MessageStore:
         if ref.value is not None:
             return ref.value
         with self._lock:
-            hit = self._cache.get(ref.digest)
+            hit = self._cache.get(ref.storage_id)
             if hit is not None:
-                self._cache.move_to_end(ref.digest)
+                self._cache.move_to_end(ref.storage_id)
                 return hit[0]
-        raw = self._client().get(self._keys().store(ref.digest))
+        raw = self._client().get(self._keys().store(ref.storage_id))
         if raw is None:
-            raise StateLost(f"stored message {ref.digest} is gone (expired or never stored)", "", "")
+            raise StateLost(f"stored message {ref.storage_id} is gone (expired or never stored)", "", "")
         msg = json.loads(raw)
         if cache:
-            self._remember(ref.digest, msg, len(raw))
+            self._remember(ref.storage_id, msg, len(raw))
         return msg  # type: ignore[no-any-return]
 
     def touch(self, digests: list[str]) -> None:

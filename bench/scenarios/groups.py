@@ -157,8 +157,9 @@ def rows(data: dict[str, Any]) -> list[Row]:
         base_config = plain[config["workers"]]
         ours, base = Summary([[r] for r in config["rates"]]), Summary([[r] for r in base_config["rates"]])
         ratio = ours.median / base.median
-        out.append(Row("4 groups", f"throughput, {config['groups']} groups on {config['workers']} persistent "
-                       f"worker(s) vs plain Celery on as many solo workers",
+        groups, workers = config["groups"], config["workers"]
+        out.append(Row("4 groups", f"throughput, {groups} group{'s' * (groups > 1)} on {workers} persistent "
+                       f"worker{'s' * (workers > 1)} vs plain Celery on as many solo workers",
                        _rate(config), _rate(base_config), ratio, f"{ratio:.2f}{TIMES}", "", None,
                        max(cv(config["rates"]), cv(base_config["rates"])),
                        {"ours": ours.as_dict(), "baseline": base.as_dict(), "groups_per_worker": config["spread"],
@@ -202,7 +203,7 @@ def run(ctx: Context) -> Result:
         f"{mem['idle_cpu'] * 100:.0f}% of a CPU (lease renewal and heartbeat every second); "
         f"'lost group' log lines: {mem['lost_groups_logged']}. Groups were placed 1000 (then, above 4000, "
         "500) at a time, waiting for their adoption, because adopting a group costs time proportional to the "
-        "number of queues the worker already consumes; larger batches lose groups (see the report).")
+        "number of queues the worker already consumes; larger batches lose groups (see docs/benchmarks.md).")
     placing = "; ".join(f"{c['groups']} on {c['workers']}: {c['place_s']:.1f} s" for c in data["ours"])
     result.notes.append(f"Placement time (start_worker until adopted): {placing}; memory run: "
                         + ", ".join(f"{g} groups {s:.1f} s" for g, _, s in mem["curve"][1:]) + ".")

@@ -40,13 +40,13 @@ def measure(ctx: Context) -> dict[str, Summary]:
     for fn in (_bare, _ours(None), _ours({"await_inprogress": False})):
         for _ in range(5):
             fn()
-    k = ctx.pick(30, 60)
+    k = ctx.pick(30, 100)
     variants = {
         "bare": (_bare, k),
         "ours": (_ours(None), k),
         "ours no await": (_ours({"await_inprogress": False}), k),
     }
-    return interleave(variants, ctx.pick(3, 5))
+    return interleave(variants, ctx.pick(4, 10))
 
 
 def rows(s: dict[str, Summary]) -> list[Row]:

@@ -261,11 +261,12 @@ def plot(result: Result, path: Any) -> None:
     x = [0, 1]
     for offset, name, label, color in ((-0.2, "leader", "find_or_register + unregister_notify", "tab:blue"),
                                        (0.2, "ping", "PING (one round trip)", "grey")):
-        ax.bar([i + offset for i in x], [_median(rates[f"{name} x{t}"]) for t in (1, 4)], 0.4, label=label,
-               color=color)
+        values = [_median(rates[f"{name} x{t}"]) for t in (1, 4)]
+        ax.bar([i + offset for i in x], values, 0.4, label=label, color=color)
+        for i, v in zip(x, values, strict=True):
+            ax.text(i + offset, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, ["1 thread", "4 threads"])
     ax.set_ylabel("operations/s")
-    ax.set_yscale("log")
     ax.set_title("Registry operations per second (one client process)")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)

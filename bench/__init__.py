@@ -1,0 +1,1 @@
+"""Benchmarks of celery_persistent against its baselines: ``python -m bench`` (see docs/benchmarks.md)."""

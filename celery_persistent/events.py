@@ -27,9 +27,15 @@ def announce(app: Celery, answered: Iterable[tuple[RequestRecord, Any]]) -> None
     if not items:
         return
     try:
-        with app.events.default_dispatcher(hostname=NODE) as dispatcher:
-            for record, outcome in items:
-                _send(dispatcher, record, outcome)
+        with app.amqp.producer_pool.acquire(block=True) as producer:
+            # Buffered: all the events of one answer go out as one "task.multi"
+            # message, which Celery's event receivers (Flower too) unpack.
+            dispatcher = app.events.Dispatcher(producer.connection, hostname=NODE, channel=producer.channel,
+                                               buffer_group=["task"], buffer_limit=2 * len(items) + 1)
+            with dispatcher:
+                for record, outcome in items:
+                    _send(dispatcher, record, outcome)
+                dispatcher.flush()
     except Exception:  # events are a view: never fail an answer for them
         logger.warning("could not send task events for answered requests", exc_info=True)
 

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+TOUCH_EVERY = 60
+"""Beats between renewals of the stored Msg1s' TTL (days long): not every second."""
+
 
 @dataclass
 class Hosted:
@@ -82,6 +85,7 @@ class Host:
         self._consumer: Any = None
         self._busy = False
         self._draining = False
+        self._beats = 0
 
     # -- wiring ---------------------------------------------------------------
 
@@ -91,8 +95,7 @@ class Host:
         with self._lock:
             queues = [h.queue for h in self.groups.values()]
             queues += [q for h in self.groups.values() for a, (_, q) in h.aliases.items() if a not in h.retired]
-        for queue in queues:
-            self._consume(queue)
+        self._consume(*queues)
 
     def _soon(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the worker's event loop (between tasks)."""
@@ -102,10 +105,28 @@ class Host:
         else:
             hub.call_soon(fn)
 
-    def _consume(self, queue: str) -> None:
-        if self._consumer is not None:
-            self._consumer.add_task_queue(queue, exchange=queue, exchange_type="direct", routing_key=queue,
-                                          queue_arguments=dict(SINGLE_ACTIVE_CONSUMER), durable=True)
+    def _consume(self, *queues: str) -> None:
+        """Consume group queues: declared once each, then one consume() for the batch.
+
+        Celery's ``add_task_queue`` restarts consuming for every queue added,
+        which is quadratic when a worker takes up thousands of groups at once.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        declared = consumer.app.amqp.queues
+        tasks = consumer.task_consumer
+        added = False
+        for name in queues:
+            if tasks.consuming_from(name):
+                continue
+            queue = declared.select_add(name, exchange=name, exchange_type="direct", routing_key=name,
+                                        queue_arguments=dict(SINGLE_ACTIVE_CONSUMER), durable=True)
+            tasks.add_queue(queue)
+            added = True
+        if added:
+            tasks.consume()
+            logger.info("consuming %d more group queue(s)", len(queues))
 
     def _stop_consuming(self, queue: str) -> None:
         if self._consumer is not None:
@@ -126,9 +147,12 @@ class Host:
             if not ok:
                 self._lost(group)
         registry.heartbeat(self.hostname, self.load())
-        self.p.store.touch([h.ref for h in hosted])
-        for item in registry.take_inbox(self.hostname):
-            self._inbox(item)
+        self._beats += 1
+        if self._beats % TOUCH_EVERY == 1:
+            self.p.store.touch([h.ref for h in hosted])
+        adopted = [a for a in (self._inbox(item) for item in registry.take_inbox(self.hostname)) if a is not None]
+        if adopted:
+            self._soon(partial(self._activate, adopted))
         now = time.monotonic()
         for h in hosted:
             self._retire_aliases(h)
@@ -163,25 +187,34 @@ class Host:
                     "executions": sum(h.executions for h in self.groups.values()),
                     "draining": int(self._draining)}
 
-    def _inbox(self, item: str) -> None:
+    def _inbox(self, item: str) -> tuple[Hosted, Adopted] | None:
+        """Handle one inbox entry; a group placed here is adopted and returned."""
         if item == "drain":
             self._draining = True
             # Tell placement at once, so that no new group lands here.
             self.p.registry.heartbeat(self.hostname, self.load())
             self._soon(self.hand_off_all)
-            return
+            return None
         if item.startswith("stop:"):
             h = self._lookup(item[5:])
             if h is not None:
                 h.stopping = True  # released on this beat or, if busy, a later one
-            return
+            return None
         if self._draining and self._pass_on(item):
-            return
+            return None
         adopted = self.p.registry.adopt(item, self.hostname)
         if adopted is None:
             logger.info("group %s was placed elsewhere before this worker took it", item)
-            return
-        self._soon(lambda: self._activate(item, adopted))
+            return None
+        where = adopted.where
+        h = Hosted(group=item, token=adopted.token, queue=where.queue, device=where.device, static=where.static,
+                   timeout=where.timeout or self.default_timeout, ref=where.ref, size=where.size,
+                   error_strategy=where.error_strategy)
+        # Known (and renewed by this beat) from now on, before its queue is consumed.
+        with self._lock:
+            self.groups[item] = h
+            self._by_name[item] = h
+        return h, adopted
 
     def _pass_on(self, group: str) -> bool:
         """A draining worker re-places a group that was placed on it before it said so."""
@@ -206,24 +239,20 @@ class Host:
 
     # -- adoption, release ----------------------------------------------------
 
-    def _activate(self, group: str, adopted: Adopted) -> None:
-        where = adopted.where
-        h = Hosted(group=group, token=adopted.token, queue=where.queue, device=where.device, static=where.static,
-                   timeout=where.timeout or self.default_timeout, ref=where.ref, size=where.size,
-                   error_strategy=where.error_strategy)
-        with self._lock:
-            self.groups[group] = h
-            self._by_name[group] = h
-        self.p.metrics.incr("placements")
-        worker_event(self.p.app, self.hostname, "hosted", group=group, queue=h.queue, static=h.static,
-                     recovered=len(adopted.unfinished))
-        logger.info("hosting group %s (%s, queue %s)", group, "static" if h.static else "rolling", h.queue)
-        # Requests accepted before this worker took over (crash, hand-off,
-        # spawn) run first and in order; their queue messages then find
-        # them done and are skipped.
-        for record in adopted.unfinished:
-            self._run_record(h, record)
-        self._consume(h.queue)
+    def _activate(self, batch: list[tuple[Hosted, Adopted]]) -> None:
+        """Start serving adopted groups (on the event loop)."""
+        self.p.metrics.incr("placements", len(batch))
+        worker_event(self.p.app, self.hostname, "hosted",
+                     groups=[{"group": h.group, "queue": h.queue, "static": h.static,
+                              "recovered": len(adopted.unfinished)} for h, adopted in batch])
+        for h, adopted in batch:
+            logger.info("hosting group %s (%s, queue %s)", h.group, "static" if h.static else "rolling", h.queue)
+            # Requests accepted before this worker took over (crash, hand-off,
+            # spawn) run first and in order; their queue messages then find
+            # them done and are skipped.
+            for record in adopted.unfinished:
+                self._run_record(h, record)
+        self._consume(*[h.queue for h, _ in batch])
 
     def _release(self, h: Hosted, reason: str, force: bool = False) -> None:
         """Let a group go: timeout hook, unregister if idle, stop consuming."""

@@ -221,12 +221,15 @@ class Registry:
         request = RequestRecord.loads(reply[1]) if has_request else None
         return Expired(kind, fresh, request)
 
+    OWNER_FIELDS = ("mode", "token", "host", "queue", "ref", "static", "timeout", "state", "device",
+                    "last", "bytes", "executions", "task_id", "key", "target", "errors")
+
     def owner(self, group: str) -> dict[str, str]:
         """The owner hash without its (possibly large) stored request."""
-        fields = ("mode", "token", "host", "queue", "ref", "static", "timeout", "state", "device",
-                  "last", "bytes", "executions", "task_id", "key", "target", "errors")
-        values = self.client.hmget(self.keys.owner(group), fields)
-        return {f: _text(v) for f, v in zip(fields, values, strict=True) if v is not None}
+        return self._owner_fields(self.client.hmget(self.keys.owner(group), self.OWNER_FIELDS))
+
+    def _owner_fields(self, values: list[Any]) -> dict[str, str]:
+        return {f: _text(v) for f, v in zip(self.OWNER_FIELDS, values, strict=True) if v is not None}
 
     # -- hosted groups (persistent workers) ----------------------------------
 
@@ -236,7 +239,8 @@ class Registry:
         g = where.group
         reply = self._scripts["place"](
             keys=[self.keys.owner(g), self.keys.leases(), self.keys.hosts(), self.keys.inbox(where.host),
-                  self.keys.pending(g), self.keys.hosted_ids(g), self.keys.hosted_records(g)],
+                  self.keys.pending(g), self.keys.hosted_ids(g), self.keys.hosted_records(g),
+                  self.keys.worker(where.host)],
             args=[g, token, where.host, where.queue, where.ref, "1" if where.static else "0", where.timeout,
                   now_ms() + 3 * self.lease_ms, expect, where.device, now_ms(), where.size,
                   where.error_strategy],
@@ -345,4 +349,7 @@ class Registry:
     def hosted_groups(self) -> list[tuple[str, dict[str, str]]]:
         """Every hosted group with its owner fields (reads only)."""
         groups = [_text(g) for g in self.client.zrange(self.keys.hosts(), 0, -1)]
-        return [(g, self.owner(g)) for g in groups]
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            pipe.hmget(self.keys.owner(group), self.OWNER_FIELDS)
+        return [(g, self._owner_fields(values)) for g, values in zip(groups, pipe.execute(), strict=True)]

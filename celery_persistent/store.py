@@ -100,9 +100,10 @@ class MessageStore:
         key = self._keys().store(storage_id)
         ttl_ms = int(self._ttl() * 1000)
         client = self._client()
-        # SET NX keeps the first copy; an existing one only has its TTL renewed.
-        if not client.set(key, json.dumps(msg), nx=True, px=ttl_ms):
-            client.pexpire(key, ttl_ms)
+        # Content addressed: a copy already stored only has its TTL renewed,
+        # and the message is neither serialized nor sent again.
+        if not client.pexpire(key, ttl_ms):
+            client.set(key, json.dumps(msg), nx=True, px=ttl_ms)
         self._remember(storage_id, msg, size)
         return ref
 

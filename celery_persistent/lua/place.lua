@@ -1,7 +1,8 @@
 -- place: give a group to a persistent worker (start_worker, spawn, takeover, hand-off).
 -- KEYS[1] owner HASH   KEYS[2] leases ZSET   KEYS[3] hosted groups ZSET
 -- KEYS[4] the worker's inbox LIST   KEYS[5] pending LIST   KEYS[6] hosted ids ZSET
--- KEYS[7] hosted records HASH
+-- KEYS[7] hosted records HASH   KEYS[8] the worker's load HASH (its "groups" count goes up
+--         at once, so that a burst of placements spreads before the next heartbeat)
 -- ARGV[1] group  ARGV[2] new token  ARGV[3] host  ARGV[4] queue  ARGV[5] msg1 ref
 -- ARGV[6] static ("1"/"0")  ARGV[7] idle timeout (s)  ARGV[8] lease deadline (ms)
 -- ARGV[9] expected current token ("" = the group must be free)  ARGV[10] device
@@ -33,4 +34,5 @@ for _, record in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
 end
 redis.call('DEL', KEYS[5])
 redis.call('RPUSH', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[8], 'groups', 1)
 return {'placed'}

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from celery import Celery, signature
+from celery import Celery, signature, states
+from celery.backends.redis import RedisBackend
 
 from .events import announce
 from .records import RequestRecord
@@ -22,8 +23,19 @@ logger = logging.getLogger(__name__)
 
 def answer(app: Celery, records: Iterable[RequestRecord], outcome: Any) -> int:
     """Give every record the leader's Msg3, or its error; return how many."""
+    pending = list(records)
     done = []
-    for record in records:
+    if not isinstance(outcome, BaseException):
+        stored = store_together(app, pending, outcome)
+        for record in stored:
+            try:
+                _follow_up(app, record, outcome)
+            except Exception:
+                logger.exception("could not run the links of request %s", record.id)
+        done += [(record, outcome) for record in stored]
+        stored_ids = {record.id for record in stored}
+        pending = [record for record in pending if record.id not in stored_ids]
+    for record in pending:
         try:
             if isinstance(outcome, BaseException):
                 _fail(app, record, outcome)
@@ -36,9 +48,53 @@ def answer(app: Celery, records: Iterable[RequestRecord], outcome: Any) -> int:
     return len(done)
 
 
+def store_together(app: Celery, records: list[RequestRecord], msg3: Any) -> list[RequestRecord]:
+    """Store one success for many waiters in a single Redis pipeline.
+
+    Only plain waiters of a Redis result backend qualify (no chord part, result
+    not ignored, no extended results); the others go through Celery's own
+    ``mark_as_done``.  The stored value is the meta Celery's Redis backend
+    writes (status, result, traceback, children, date_done, task_id, group_id,
+    parent_id), set with the backend's expiry and published on the task's key,
+    so ``AsyncResult.get()`` wakes as usual.
+    """
+    backend = app.backend
+    if not isinstance(backend, RedisBackend) or app.conf.find_value_for_key("extended", "result"):
+        return []
+    simple = [r for r in records if not r.options.get("chord") and not r.options.get("ignore_result")]
+    if len(simple) < 2:
+        return []
+    result = backend.encode_result(msg3, states.SUCCESS)
+    done_at = app.now().isoformat()
+    try:
+        with backend.client.pipeline() as pipe:
+            for record in simple:
+                meta = {"status": states.SUCCESS, "result": result, "traceback": None, "children": [],
+                        "date_done": done_at, "task_id": record.id}
+                for field, option in (("group_id", "group_id"), ("parent_id", "parent_id")):
+                    if record.options.get(option):
+                        meta[field] = record.options[option]
+                key, value = backend.get_key_for_task(record.id), backend.encode(meta)
+                if backend.expires:
+                    pipe.setex(key, backend.expires, value)
+                else:
+                    pipe.set(key, value)
+                pipe.publish(key, value)
+            pipe.execute()
+    except Exception:
+        logger.warning("storing %d answers together failed; storing them one by one", len(simple), exc_info=True)
+        return []
+    return simple
+
+
 def _succeed(app: Celery, record: RequestRecord, msg3: Any) -> None:
+    app.backend.mark_as_done(record.id, msg3, request=record.context())
+    _follow_up(app, record, msg3)
+
+
+def _follow_up(app: Celery, record: RequestRecord, msg3: Any) -> None:
+    """What the tracer does after a success: links, then the next step of the chain."""
     ctx = record.context()
-    app.backend.mark_as_done(record.id, msg3, request=ctx)
     for callback in ctx.callbacks or ():
         signature(callback, app=app).apply_async((msg3,), parent_id=record.id, root_id=ctx.root_id)
     if ctx.chain:

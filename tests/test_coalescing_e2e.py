@@ -111,7 +111,7 @@ def test_links_and_errbacks_fire_for_coalesced_requests(worker, persistent, rdb,
 
     ok1 = {"device": "work", "id": uid}
     ok2 = {"path": "run", "sleep": 0.5}
-    for label in ("a", "b"):
+    for label in "abc":  # two waiters: their results are stored together, their links still fire
         persistent.resolve.apply_async((ok1, ok2), link=mark.s(f"{uid}-{label}"))
     bad1 = {"device": "serial", "id": uid + "f"}
     bad2 = {"path": "fail", "sleep": 0.5, "why": "test"}
@@ -120,8 +120,8 @@ def test_links_and_errbacks_fire_for_coalesced_requests(worker, persistent, rdb,
     for failure in failures:
         with pytest.raises(ValueError, match="failed on purpose"):
             failure.get(timeout=20)
-    wait_until(lambda: all(rdb.llen(evidence_key("marks", f"{uid}-{label}")) == 1 for label in "ab"),
-               message="both links to fire")
+    wait_until(lambda: all(rdb.llen(evidence_key("marks", f"{uid}-{label}")) == 1 for label in "abc"),
+               message="every link to fire")
     wait_until(lambda: all(rdb.lrange(evidence_key("errors", f"{uid}-e{i}"), 0, -1) == [b"ValueError"]
                            for i in range(2)), message="both errbacks to fire")
     assert runs(rdb, uid) == 1

@@ -12,8 +12,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from celery_persistent.embedded import local_or_embedded_redis
+from celery_persistent.keys import KeySpace
+from celery_persistent.registry import Registry
 
 REDIS_URL = os.environ.get("CP_TEST_REDIS_URL") or local_or_embedded_redis(db=13)
 SESSION = uuid.uuid4().hex[:8]
@@ -87,3 +90,30 @@ def evidence_key(*parts: str) -> str:
     from tests.apps.basic import ekey
 
     return ekey(*parts)
+
+
+# -- a bare Registry on its own key prefix (Lua script and lease tests) ------------
+
+LEASE_TTL = 30.0  # claim / renew deadline of the bare registry
+QUEUE_TTL = 5.0  # deadline of a registered but not yet claimed request
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def keys(client: redis.Redis, uid: str) -> Iterator[KeySpace]:
+    space = KeySpace(prefix=f"cptest-registry-{uid}")
+    yield space
+    stale = list(client.scan_iter(match=f"{space.prefix}:*"))
+    if stale:
+        client.delete(*stale)
+
+
+@pytest.fixture
+def registry(client: redis.Redis, keys: KeySpace) -> Registry:
+    return Registry(client, keys, lease_ttl=LEASE_TTL, queue_ttl=QUEUE_TTL)

@@ -14,30 +14,7 @@ from celery_persistent.keys import KeySpace
 from celery_persistent.leases import LeaseKeeper
 from celery_persistent.records import RequestRecord
 from celery_persistent.registry import Outcome, Registry, now_ms
-
-LEASE_TTL = 30.0
-QUEUE_TTL = 5.0
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys(client: redis.Redis, uid: str) -> Iterator[KeySpace]:
-    space = KeySpace(prefix=f"cptest-leases-{uid}")
-    yield space
-    stale = list(client.scan_iter(match=f"{space.prefix}:*"))
-    if stale:
-        client.delete(*stale)
-
-
-@pytest.fixture
-def registry(client: redis.Redis, keys: KeySpace) -> Registry:
-    return Registry(client, keys, lease_ttl=LEASE_TTL, queue_ttl=QUEUE_TTL)
+from tests.conftest import LEASE_TTL
 
 
 @pytest.fixture

@@ -4,40 +4,16 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 
 from celery_persistent.keys import KeySpace
 from celery_persistent.records import RequestRecord
 from celery_persistent.registry import Outcome, Registry, Submitted, now_ms
+from tests.conftest import LEASE_TTL, QUEUE_TTL
 
-LEASE_TTL = 30.0  # claim / renew deadline
-QUEUE_TTL = 5.0  # deadline of a registered but not yet claimed request
 GROUP = "g-test"
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_url)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def keys(client: redis.Redis, uid: str) -> Iterator[KeySpace]:
-    space = KeySpace(prefix=f"cptest-registry-{uid}")
-    yield space
-    stale = list(client.scan_iter(match=f"{space.prefix}:*"))
-    if stale:
-        client.delete(*stale)
-
-
-@pytest.fixture
-def registry(client: redis.Redis, keys: KeySpace) -> Registry:
-    return Registry(client, keys, lease_ttl=LEASE_TTL, queue_ttl=QUEUE_TTL)
 
 
 def record(key: str, rid: str | None = None) -> RequestRecord:

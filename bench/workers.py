@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from celery_persistent.testing import WorkerProcess, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll until ``predicate()`` is truthy; raise TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def rss_bytes(pid: int) -> int:
@@ -41,35 +26,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Worker:
+class Worker(WorkerProcess):
     """A `celery -A bench.app worker` subprocess (default log level: warning, as Celery's)."""
 
     def __init__(self, logdir: Path, queues: list[str], pool: str = "solo", concurrency: int = 1,
                  persistent: bool = False, name: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.name = name or f"b{uuid.uuid4().hex[:6]}"
-        self.hostname = f"{self.name}@bench"
+        options = ["-Q", ",".join(queues), "--without-heartbeat", *(["--persistent"] if persistent else [])]
+        super().__init__("bench.app", pool=pool, concurrency=concurrency, name=name or f"b{uuid.uuid4().hex[:6]}",
+                         node="bench", options=options, env=env, logdir=logdir, loglevel="warning", cwd=ROOT)
         self.persistent = persistent
-        self.logfile = logdir / f"celery-{self.name}.log"
-        cmd = [sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", pool, "-c", str(concurrency),
-               "-n", self.hostname, "-Q", ",".join(queues), "-l", "warning",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
-        if persistent:
-            cmd.append("--persistent")
-        self._log = open(self.logfile, "w")  # noqa: SIM115 - kept open for the process's life
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.logfile.read_text(errors="replace")[-chars:]
-
-    def alive(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"worker {self.hostname} exited ({self.proc.returncode}):\n{self.log_tail()}")
-        return True
 
     def ready(self) -> bool:
         """Answers a remote-control ping (and, with --persistent, heartbeats in the registry)."""
@@ -79,22 +44,6 @@ class Worker:
         if self.persistent:
             return self.hostname in dict(persistent.registry.live_workers())
         return bool(app.control.ping(destination=[self.hostname], timeout=0.3))
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL if it does not go in time."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self._log.close()
 
 
 class Fleet:

@@ -234,12 +234,17 @@ class Coalescer:
             self.complete(plan.group, plan.key, token, msg3)
         return True
 
-    def execute(self, plan: Plan) -> Any:
-        """Call the device key under the recursion stack; check Msg3."""
+    def execute(self, plan: Plan, check_result: bool = True) -> Any:
+        """Call the device key under the recursion stack; check that Msg3 is a message value.
+
+        ``check_result=False`` for a caller that validates Msg3 itself anyway
+        (a rolling persistent worker checkpoints it), so it is encoded once.
+        """
         msg1 = self.p.store.get(plan.msg1) if is_ref(plan.msg1) else plan.msg1
         with executing(plan.stack, plan.group):
             msg3 = plan.method(msg1, plan.msg2, plan.opts)
-        encode(msg3, "msg3")
+        if check_result:
+            encode(msg3, "msg3")
         return msg3
 
     def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False) -> int:

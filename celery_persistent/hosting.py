@@ -365,7 +365,9 @@ class Host:
             plan = self.p.plan(ref, msg2, opts, stack=stack)
             if plan.recursive:
                 raise recursion_error(h.group)
-            return plan.device.worker(msg1, msg2, plan.opts, lambda: self.p.coalescer.execute(plan))
+            # A rolling group validates Msg3 when it checkpoints it (_roll): check it once.
+            run = partial(self.p.coalescer.execute, plan, check_result=h.static)
+            return plan.device.worker(msg1, msg2, plan.opts, run)
         except Exception as exc:
             return exc
         finally:

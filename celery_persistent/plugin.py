@@ -234,7 +234,8 @@ class Persistent:
     def place(self, msg1: Any, opts: dict[str, Any], group: str | None, expect: str = "",
               timeout_set: bool = True) -> WorkerHandle:
         ref = self.ref(msg1)
-        content = self.store.get(ref)
+        # A Ref names its device; only a hand-made one without it is fetched.
+        device = ref.get("device") or self.store.get(ref).get("device")
         group = group or self.group(ref, None, opts)
         if group is None:
             raise InvalidOptions("a persistent worker needs a group: await_inprogress is off", "await_inprogress")
@@ -244,7 +245,7 @@ class Persistent:
         queue = queue_name(self.settings.queue_prefix, group)
         timeout = float(opts["worker_timeout"]) if timeout_set else 0.0
         where = Placement(group, host, queue, ref.storage_id, bool(opts["static_worker"]), timeout,
-                          str(content.get("device")), ref.size, str(opts["error_strategy"]))
+                          str(device), ref.size, str(opts["error_strategy"]))
         status, _token, info = self.registry.place(where, expect=expect)
         if status == "exists":
             return WorkerHandle(group, info[1], info[0])

@@ -1,6 +1,7 @@
 """celery_persistent: coalesced, serialized executions and persistent workers for Celery.
 
-The ``hb_persistent`` model (HyperBEAM) on Celery: see ``DESIGN.md``.
+The ``hb_persistent`` model (HyperBEAM) on Celery: see ``docs/concepts.md`` and
+``docs/architecture.md``.
 """
 
 from .device import Device
@@ -16,7 +17,8 @@ from .errors import (
     UnknownKey,
 )
 from .outcomes import InfiniteRecursion, Leader, Wait
-from .plugin import Persistent, WorkerHandle
+from .placement import WorkerHandle
+from .plugin import Persistent
 
 __all__ = [
     "ConfigurationError",

@@ -15,16 +15,33 @@ from typing import Any
 from celery import Celery, signature, states
 from celery.backends.redis import RedisBackend
 
-from .events import announce
+from .events import Events
 from .records import RequestRecord
 
 logger = logging.getLogger(__name__)
 
 
-def answer(app: Celery, records: Iterable[RequestRecord], outcome: Any) -> int:
-    """Give every record the leader's Msg3, or its error; return how many."""
+class Answerer:
+    """Answers requests that did not run themselves, and announces them as task events."""
+
+    def __init__(self, app: Celery, events: Events) -> None:
+        self.app = app
+        self.events = events
+
+    def __call__(self, records: Iterable[RequestRecord], outcome: Any) -> int:
+        """Give every record the leader's Msg3, or its error; return how many."""
+        done = answer(self.app, records, outcome)
+        self.events.announce(done)
+        return len(done)
+
+    def is_answered(self, task_id: str) -> bool:
+        return is_answered(self.app, task_id)
+
+
+def answer(app: Celery, records: Iterable[RequestRecord], outcome: Any) -> list[tuple[RequestRecord, Any]]:
+    """Store the outcome for every record and run what follows it; the (record, outcome) pairs answered."""
     pending = list(records)
-    done = []
+    done: list[tuple[RequestRecord, Any]] = []
     if not isinstance(outcome, BaseException):
         stored = store_together(app, pending, outcome)
         for record in stored:
@@ -44,8 +61,7 @@ def answer(app: Celery, records: Iterable[RequestRecord], outcome: Any) -> int:
             done.append((record, outcome))
         except Exception:
             logger.exception("could not answer request %s", record.id)
-    announce(app, done)
-    return len(done)
+    return done
 
 
 def store_together(app: Celery, records: list[RequestRecord], msg3: Any) -> list[RequestRecord]:

@@ -5,6 +5,10 @@ reserves messages), so it renews a request's lease from the moment the
 worker takes it until Celery reports it done, whatever the pool.  Every
 worker with the plugin reaps, so recovery does not depend on any single
 process surviving.  With ``--persistent`` the worker also hosts groups.
+
+Both steps are module-level classes that find the plugin on the worker's app
+(``discovery.installed``), as Celery's own steps find what they need on the
+worker or consumer they are given.
 """
 
 from __future__ import annotations
@@ -17,22 +21,23 @@ from celery import bootsteps
 from celery.exceptions import ImproperlyConfigured
 from celery.worker import state
 
-from .coalescing import HEADER
-from .hosting import Host
+from .config import DEFAULT_CACHE_BYTES
+from .discovery import installed
+from .dispatch import HEADER
 
 if TYPE_CHECKING:
     from .plugin import Persistent
-
-DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 
 WORKER_OPTIONS = [
     click.Option(["--persistent"], is_flag=True, default=False,
                  help="Host celery_persistent groups: consume their queues, keep their Msg1 in memory "
                       "(needs the solo pool: -P solo)."),
     click.Option(["--persistent-cache-bytes"], type=int, default=None,
-                 help=f"Bound of the in-memory Msg1 cache, in bytes (default {DEFAULT_CACHE_BYTES})."),
+                 help=f"Bound of the in-memory Msg1 cache, in bytes (default: persistent_cache_bytes, "
+                      f"else {DEFAULT_CACHE_BYTES})."),
     click.Option(["--persistent-timeout"], type=float, default=None,
-                 help="Default idle timeout of hosted groups, in seconds (default: worker_timeout)."),
+                 help="Default idle timeout of hosted groups, in seconds (default: persistent_worker_timeout, "
+                      "else 10)."),
 ]
 
 
@@ -44,54 +49,57 @@ def reserved_leases() -> Iterator[tuple[str, str]]:
             yield header["group"], header["token"]
 
 
-def make_steps(persistent: Persistent) -> tuple[type[bootsteps.StartStopStep], type[bootsteps.StartStopStep]]:
-    class PersistentStep(bootsteps.StartStopStep):
-        """Starts the plugin's background upkeep in a worker."""
+def _plugin(app: Any) -> Persistent:
+    plugin = installed(app)
+    if plugin is None:  # the steps are only added by Persistent(app)
+        raise ImproperlyConfigured("celery_persistent bootsteps on an app without Persistent(app)")
+    return plugin
 
-        label = "persistent"
 
-        def __init__(self, worker: Any, persistent: bool = False, persistent_cache_bytes: int | None = None,
-                     persistent_timeout: float | None = None, **kwargs: Any) -> None:
-            self.hosting = persistent
-            if persistent:
-                conf = worker.app.conf
-                plugin.host = Host(
-                    plugin,
-                    hostname=worker.hostname,
-                    cache_bytes=persistent_cache_bytes or int(conf.get("persistent_cache_bytes", DEFAULT_CACHE_BYTES)),
-                    default_timeout=persistent_timeout or float(conf.get("persistent_worker_timeout", 10.0)),
-                )
-            super().__init__(worker, **kwargs)
+class PersistentStep(bootsteps.StartStopStep):
+    """Starts the plugin's background upkeep in a worker (and its host, with --persistent)."""
 
-        def start(self, worker: Any) -> None:
-            if self.hosting and "solo" not in getattr(worker.pool_cls, "__module__", ""):
-                raise ImproperlyConfigured(
-                    "celery worker --persistent runs one execution at a time per process: use -P solo "
-                    "(scale with more worker processes)"
-                )
-            keeper = plugin.keeper
-            keeper.add_source(reserved_leases)
-            keeper.add_tick(plugin.coalescer.reap)
-            if plugin.host is not None:
-                keeper.add_tick(plugin.host.tick)
-            keeper.start()
+    label = "persistent"
 
-        def stop(self, worker: Any) -> None:
-            # Stop the beat first: it would otherwise report this worker live
-            # again, and take new groups, while it hands its own away.
-            plugin.keeper.stop()
-            if plugin.host is not None:
-                plugin.host.shutdown()
+    def __init__(self, worker: Any, persistent: bool = False, persistent_cache_bytes: int | None = None,
+                 persistent_timeout: float | None = None, **kwargs: Any) -> None:
+        self.hosting = persistent
+        if persistent:
+            # Made here, before any consumer step starts and binds to it.
+            _plugin(worker.app).host_on(worker.hostname, cache_bytes=persistent_cache_bytes,
+                                        default_timeout=persistent_timeout)
+        super().__init__(worker, **kwargs)
 
-    class HostBinding(bootsteps.StartStopStep):
-        """Gives the host the consumer, to add and cancel group queues."""
+    def start(self, worker: Any) -> None:
+        if self.hosting and "solo" not in getattr(worker.pool_cls, "__module__", ""):
+            raise ImproperlyConfigured(
+                "celery worker --persistent runs one execution at a time per process: use -P solo "
+                "(scale with more worker processes)"
+            )
+        plugin = _plugin(worker.app)
+        keeper = plugin.runtime.keeper
+        keeper.add_source(reserved_leases)
+        keeper.add_tick(plugin.reaper.reap)
+        if plugin.host is not None:
+            keeper.add_tick(plugin.host.tick)
+        keeper.start()
 
-        label = "persistent-queues"
-        requires = ("celery.worker.consumer.tasks:Tasks",)
+    def stop(self, worker: Any) -> None:
+        plugin = _plugin(worker.app)
+        # Stop the beat first: it would otherwise report this worker live
+        # again, and take new groups, while it hands its own away.
+        plugin.runtime.keeper.stop()
+        if plugin.host is not None:
+            plugin.host.shutdown()
 
-        def start(self, consumer: Any) -> None:
-            if plugin.host is not None:
-                plugin.host.bind(consumer)
 
-    plugin = persistent
-    return PersistentStep, HostBinding
+class HostQueuesStep(bootsteps.StartStopStep):
+    """Gives the host the consumer, to add and cancel group queues."""
+
+    label = "persistent-queues"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, consumer: Any) -> None:
+        plugin = _plugin(consumer.app)
+        if plugin.host is not None:
+            plugin.host.bind(consumer)

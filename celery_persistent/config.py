@@ -15,11 +15,17 @@ from .errors import ConfigurationError, InvalidOptions
 
 ERROR_STRATEGIES = ("ignore", "throw")
 
+DEFAULT_WORKER_TIMEOUT = 10.0
+"""Idle seconds before a persistent worker lets a group go (the seed's default)."""
+
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+"""Bound of a persistent worker's in-memory Msg1 cache."""
+
 OPTION_DEFAULTS: dict[str, Any] = {
     "await_inprogress": True,
     "spawn_worker": False,
     "static_worker": False,
-    "worker_timeout": 10.0,
+    "worker_timeout": DEFAULT_WORKER_TIMEOUT,
     "error_strategy": "ignore",
     "allow_infinite": False,
 }
@@ -62,17 +68,30 @@ def resolve_options(call: Mapping[str, Any] | None, conf: Any) -> dict[str, Any]
 
 @dataclass(frozen=True)
 class Settings:
-    """App-wide settings read once from ``app.conf``."""
+    """App-wide settings read once from ``app.conf``: the one source of every default."""
 
     redis_url: str
-    key_prefix: str
-    queue_prefix: str
-    lease_ttl: float
-    queue_ttl: float
-    max_message_bytes: int
-    reap_interval: float
-    store_ttl: float
-    inline_bytes: int
+    key_prefix: str = "persistent"
+    queue_prefix: str = "persistent"
+    lease_ttl: float = 10.0
+    queue_ttl: float = 600.0
+    max_message_bytes: int = 32 * 1024 * 1024
+    reap_interval: float = 1.0
+    store_ttl: float = 7 * 24 * 3600.0
+    inline_bytes: int = 64 * 1024
+    worker_timeout: float | None = None  # persistent_worker_timeout; None: the worker's own default applies
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    store_cache_bytes: int = 64 * 1024 * 1024
+    send_events: bool = True
+
+    @property
+    def beat_interval(self) -> float:
+        """Seconds between lease renewals: three beats per lease, and at least one reap per interval."""
+        return min(self.lease_ttl / 3, self.reap_interval)
+
+    @property
+    def default_worker_timeout(self) -> float:
+        return self.worker_timeout if self.worker_timeout is not None else DEFAULT_WORKER_TIMEOUT
 
     @classmethod
     def from_conf(cls, conf: Any) -> Settings:
@@ -83,7 +102,7 @@ class Settings:
 
     @classmethod
     def _from_conf(cls, conf: Any) -> Settings:
-        lease_ttl = float(conf.get("persistent_lease_ttl", 10.0))
+        lease_ttl = float(conf.get("persistent_lease_ttl", cls.lease_ttl))
         if lease_ttl <= 0.3:
             raise ConfigurationError("persistent_lease_ttl must be above 0.3 seconds")
         settings = cls(
@@ -96,11 +115,23 @@ class Settings:
             reap_interval=float(conf.get("persistent_reap_interval", min(1.0, lease_ttl / 3))),
             store_ttl=float(conf.get("persistent_store_ttl", 7 * 24 * 3600)),
             inline_bytes=int(conf.get("persistent_inline_bytes", 64 * 1024)),
+            worker_timeout=_optional_float(conf.get("persistent_worker_timeout")),
+            cache_bytes=int(conf.get("persistent_cache_bytes", DEFAULT_CACHE_BYTES)),
+            store_cache_bytes=int(conf.get("persistent_store_cache_bytes", 64 * 1024 * 1024)),
+            send_events=bool(conf.get("persistent_send_events", True)),
         )
-        for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl", "inline_bytes"):
+        for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl", "inline_bytes", "cache_bytes",
+                     "store_cache_bytes"):
             if not getattr(settings, name) > 0:
                 raise ConfigurationError(f"persistent_{name} must be positive")
         return settings
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    checked: float = _check_option("worker_timeout", value)
+    return checked
 
 
 def _default_redis_url(conf: Any) -> str:

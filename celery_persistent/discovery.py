@@ -18,10 +18,16 @@ def remember(app: Celery, plugin: Persistent) -> None:
     _installed[app] = plugin
 
 
+def installed(app: Celery) -> Persistent | None:
+    """The plugin on ``app``, if ``Persistent(app)`` was made (bootsteps look it up here)."""
+    return _installed.get(app)
+
+
 def find_plugin(app: Celery) -> Persistent:
-    try:
-        return _installed[app]
-    except KeyError:
+    """The plugin on ``app``, for the CLI: a usage error names the fix."""
+    plugin = installed(app)
+    if plugin is None:
         raise click.UsageError(
             "this app has no celery_persistent plugin: create Persistent(app) in the module given to -A"
-        ) from None
+        )
+    return plugin

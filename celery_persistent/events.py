@@ -19,10 +19,24 @@ logger = logging.getLogger(__name__)
 NODE = f"persistent@{socket.gethostname()}"
 
 
+class Events:
+    """The plugin's event sender; ``enabled`` is ``persistent_send_events``."""
+
+    def __init__(self, app: Celery, enabled: bool = True) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    def announce(self, answered: Iterable[tuple[RequestRecord, Any]]) -> None:
+        if self.enabled:
+            announce(self.app, answered)
+
+    def worker(self, hostname: str, kind: str, **fields: Any) -> None:
+        if self.enabled:
+            worker_event(self.app, hostname, kind, **fields)
+
+
 def announce(app: Celery, answered: Iterable[tuple[RequestRecord, Any]]) -> None:
     """Send task-received and task-succeeded/failed for each (record, outcome)."""
-    if not app.conf.get("persistent_send_events", True):
-        return
     items = list(answered)
     if not items:
         return
@@ -57,8 +71,6 @@ def _send(dispatcher: Any, record: RequestRecord, outcome: Any) -> None:
 
 def worker_event(app: Celery, hostname: str, kind: str, **fields: Any) -> None:
     """A ``persistent-<kind>`` event from a persistent worker (hosted, released, handed-off)."""
-    if not app.conf.get("persistent_send_events", True):
-        return
     try:
         with app.events.default_dispatcher(hostname=hostname) as dispatcher:
             dispatcher.send(f"persistent-{kind}", **fields)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .errors import InvalidOptions
 from .messages import digest, encode, strip_private
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
@@ -35,3 +36,14 @@ def normalise(name: Any) -> str:
         return text
     cleaned = _UNSAFE_CHARS.sub("_", text).strip("_.-")[:64] or "group"
     return f"{cleaned}-{digest(text.encode('utf-8', 'surrogatepass'))[:16]}"
+
+
+def check_group_name(name: Any) -> str:
+    """An explicit group name (``start_worker(group=...)``, ``forward_work``): used as given, so it must be safe."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise InvalidOptions(
+            f"group name {name!r} is not allowed: use 1-96 characters of A-Z a-z 0-9 _ . - starting with a "
+            f"letter or digit (for example {normalise(name)!r})",
+            "group",
+        )
+    return name

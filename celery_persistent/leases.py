@@ -23,7 +23,7 @@ Tick = Callable[[], object]
 
 
 class LeaseKeeper:
-    def __init__(self, registry: Callable[[], Registry], interval: float) -> None:
+    def __init__(self, registry: Registry, interval: float) -> None:
         self._registry = registry
         self.interval = interval
         self._held: dict[str, str] = {}  # token -> group
@@ -106,7 +106,7 @@ class LeaseKeeper:
     def _renew(self, leases: list[tuple[str, str]]) -> None:
         if not leases:
             return
-        lost = [lease for lease, ok in zip(leases, self._registry().renew(leases), strict=True) if not ok]
+        lost = [lease for lease, ok in zip(leases, self._registry.renew(leases), strict=True) if not ok]
         for group, token in lost:
             if token in self._held:
                 logger.warning("lease on group %s lost (token %s)", group, token[:8])

@@ -79,6 +79,40 @@ def plan(
     )
 
 
+class Planner:
+    """Plans requests against the app's devices, options and message store."""
+
+    def __init__(self, devices: DeviceRegistry, store: MessageStore, conf: Any, max_bytes: int) -> None:
+        self.devices = devices
+        self.store = store
+        self.conf = conf
+        self.max_bytes = max_bytes
+
+    def plan(self, msg1: Any, msg2: Any, opts: Mapping[str, Any] | None,
+             stack: tuple[str, ...] | None = None) -> Plan:
+        return plan(self.devices, self.store, self.conf, self.max_bytes, msg1, msg2, opts, stack)
+
+    def group(self, msg1: Any, msg2: Any = None, opts: Mapping[str, Any] | None = None) -> str | None:
+        """The seed's group/3 on raw input: None when the request is not coalesced."""
+        merged = resolve_options(opts, self.conf)
+        msg1_digest, content = self._msg1_digest(msg1)
+        if msg2 is not None:
+            validate(msg2, "msg2", self.max_bytes)
+        return group_of(self.devices.for_message(msg1), content, msg2, merged, msg1_digest)
+
+    def default_grouper(self, msg1: Any, msg2: Any = None) -> str:
+        msg1_digest, _ = self._msg1_digest(msg1)
+        if msg2 is not None:
+            validate(msg2, "msg2", self.max_bytes)
+        return default_group(msg1_digest, msg2)
+
+    def _msg1_digest(self, msg1: Any) -> tuple[str, Any]:
+        if is_ref(msg1):
+            ref = as_ref(msg1)
+            return ref.digest, Lazy(lambda: self.store.get(ref))
+        return digest(validate(msg1, "msg1", self.max_bytes)), msg1
+
+
 class Lazy:
     """Msg1's content, fetched only if a custom grouper looks at it."""
 

@@ -1,37 +1,44 @@
-"""``Persistent(app)``: the plugin object and the seed's interface as methods."""
+"""``Persistent(app)``: the plugin's public facade, and the seed's interface as its methods."""
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any, TypeVar
 
 import redis
 from celery import Celery
 
-from .answers import answer
+from . import inbox
+from .answers import Answerer
+from .bootstep import WORKER_OPTIONS, HostQueuesStep, PersistentStep
 from .coalescing import Coalescer
 from .config import Settings, resolve_options
 from .device import Device, DeviceRegistry
-from .errors import InfiniteRecursionError, InvalidOptions, PersistentError
-from .grouping import default_group
-from .hosting import Host
+from .discovery import remember
+from .dispatch import Dispatcher
+from .errors import InfiniteRecursionError, PersistentError
+from .events import Events
+from .grouping import check_group_name
+from .hosting import Host, build_host
 from .keys import KeySpace
 from .leases import LeaseKeeper
-from .messages import digest, message_digest, validate
+from .messages import message_digest
 from .metrics import Metrics
 from .outcomes import InfiniteRecursion, Leader, Wait
-from .planning import Lazy, Plan, group_of, plan
+from .placement import Placer, WorkerHandle
+from .planning import Plan, Planner
+from .protocol import SubmitOutcome
 from .records import RequestRecord
-from .registry import Outcome, Placement, Registry
-from .routing import queue_name
-from .store import REF_KEY, MessageStore, Ref, as_ref, is_ref
+from .recovery import Reaper
+from .registry import Registry
+from .runtime import Runtime
+from .store import MessageStore, Ref, as_ref, is_ref
 from .task import PersistentTask
+
+__all__ = ["Persistent", "WorkerHandle"]
 
 D = TypeVar("D", bound=type[Device])
 
@@ -39,23 +46,18 @@ RESOLVE_TASK = "persistent.resolve"
 
 
 class Persistent:
-    """Installs the plugin on a Celery app: task, worker bootstep, devices."""
+    """The public facade: installs the plugin on a Celery app and forwards the seed's calls.
+
+    It is also the composition root: ``_wiring`` builds, once per process,
+    the runtime and the components on it, each given what it uses.
+    """
 
     def __init__(self, app: Celery, *, task_name: str = RESOLVE_TASK) -> None:
         self.app = app
         self.devices = DeviceRegistry()
-        self.coalescer = Coalescer(self)
-        self.metrics = Metrics(lambda: self.redis, lambda: self.keys.metrics())
-        self.keeper = LeaseKeeper(lambda: self.registry, interval=1.0)
-        self.store = MessageStore(
-            lambda: self.redis,
-            lambda: self.keys,
-            lambda: self.settings.max_message_bytes,
-            lambda: self.settings.store_ttl,
-        )
         self.host: Host | None = None  # set in a worker started with --persistent
-        self._clients: dict[int, redis.Redis] = {}
-        self._registry: Registry | None = None
+        self._settings: Settings | None = None
+        self._wired: Wiring | None = None
         self._lock = threading.Lock()
         self.resolve = app.task(
             name=task_name,
@@ -64,51 +66,91 @@ class Persistent:
             persistent=self,
             shared=False,
         )(_resolve)
-        from .bootstep import WORKER_OPTIONS, make_steps
-        from .discovery import remember
-
-        worker_step, consumer_step = make_steps(self)
-        app.steps["worker"].add(worker_step)
-        app.steps["consumer"].add(consumer_step)
+        app.steps["worker"].add(PersistentStep)
+        app.steps["consumer"].add(HostQueuesStep)
         for option in WORKER_OPTIONS:
             app.user_options["worker"].add(option)
         remember(app, self)
 
-    # -- configuration -----------------------------------------------------
+    # -- composition ----------------------------------------------------------
 
-    @cached_property
+    @property
     def settings(self) -> Settings:
         """Read once, on first use: the app may be configured after Persistent(app)."""
-        settings = Settings.from_conf(self.app.conf)
-        self.keeper.interval = min(settings.lease_ttl / 3, settings.reap_interval)
-        return settings
+        if self._settings is None:
+            self._settings = Settings.from_conf(self.app.conf)
+        return self._settings
 
-    @cached_property
-    def keys(self) -> KeySpace:
-        return KeySpace(self.settings.key_prefix)
+    @property
+    def _wiring(self) -> Wiring:
+        wired = self._wired
+        if wired is None or not wired.runtime.current:
+            with self._lock:
+                wired = self._wired
+                if wired is None or not wired.runtime.current:
+                    wired = Wiring.build(self.app, self.devices, Runtime.build(self.settings))
+                    self._wired = wired
+        return wired
+
+    @property
+    def runtime(self) -> Runtime:
+        """This process's settings, Redis client, registry, store, lease keeper and metrics."""
+        return self._wiring.runtime
 
     @property
     def redis(self) -> redis.Redis:
-        """One client per process (redis-py pools are not fork-safe to share)."""
-        pid = os.getpid()
-        client = self._clients.get(pid)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(pid)
-                if client is None:
-                    client = redis.Redis.from_url(self.settings.redis_url)
-                    self._clients = {pid: client}
-        return client
+        return self.runtime.client
+
+    @property
+    def keys(self) -> KeySpace:
+        return self.runtime.keys
 
     @property
     def registry(self) -> Registry:
-        """The Lua scripts registered on this process's client."""
-        client = self.redis
-        registry = self._registry
-        if registry is None or registry.client is not client:
-            registry = Registry(client, self.keys, self.settings.lease_ttl, self.settings.queue_ttl)
-            self._registry = registry
-        return registry
+        return self.runtime.registry
+
+    @property
+    def store(self) -> MessageStore:
+        return self.runtime.store
+
+    @property
+    def keeper(self) -> LeaseKeeper:
+        return self.runtime.keeper
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
+
+    @property
+    def planner(self) -> Planner:
+        return self._wiring.planner
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self._wiring.dispatcher
+
+    @property
+    def coalescer(self) -> Coalescer:
+        return self._wiring.coalescer
+
+    @property
+    def placer(self) -> Placer:
+        return self._wiring.placer
+
+    @property
+    def reaper(self) -> Reaper:
+        return self._wiring.reaper
+
+    def host_on(self, hostname: str, cache_bytes: int | None = None, default_timeout: float | None = None) -> Host:
+        """Make this process a persistent worker (the --persistent bootstep calls it)."""
+        wired = self._wiring
+        settings = self.settings
+        self.host = build_host(
+            self.app, hostname, wired.runtime, wired.planner, wired.placer, self.devices, wired.answer,
+            cache_bytes=cache_bytes or settings.cache_bytes,
+            default_timeout=default_timeout or settings.default_worker_timeout,
+        )
+        return self.host
 
     # -- devices -----------------------------------------------------------
 
@@ -122,8 +164,7 @@ class Persistent:
         return register
 
     def plan(self, msg1: Any, msg2: Any, opts: Mapping[str, Any] | None, stack: Any = None) -> Plan:
-        return plan(self.devices, self.store, self.app.conf, self.settings.max_message_bytes,
-                    msg1, msg2, opts, stack)
+        return self.planner.plan(msg1, msg2, opts, stack)
 
     def ref(self, msg: Any) -> Ref:
         """Store ``msg`` (content addressed) and return a small reference to it.
@@ -135,28 +176,15 @@ class Persistent:
             return as_ref(msg)
         return self.store.put(msg)
 
-    def _msg1_digest(self, msg1: Any) -> tuple[str, Any]:
-        if is_ref(msg1):
-            ref = as_ref(msg1)
-            return ref.digest, Lazy(lambda: self.store.get(ref))
-        return digest(validate(msg1, "msg1", self.settings.max_message_bytes)), msg1
-
     # -- the seed's interface ----------------------------------------------
 
     def group(self, msg1: Any, msg2: Any = None, opts: Mapping[str, Any] | None = None) -> str | None:
         """The group of a request; None when it is not coalesced."""
-        merged = resolve_options(opts, self.app.conf)
-        msg1_digest, content = self._msg1_digest(msg1)
-        if msg2 is not None:
-            validate(msg2, "msg2", self.settings.max_message_bytes)
-        return group_of(self.devices.for_message(msg1), content, msg2, merged, msg1_digest)
+        return self.planner.group(msg1, msg2, opts)
 
     def default_grouper(self, msg1: Any, msg2: Any = None, opts: Mapping[str, Any] | None = None) -> str:
         """The grouper used when a device has none: a hash of both messages."""
-        msg1_digest, _ = self._msg1_digest(msg1)
-        if msg2 is not None:
-            validate(msg2, "msg2", self.settings.max_message_bytes)
-        return default_group(msg1_digest, msg2)
+        return self.planner.default_grouper(msg1, msg2)
 
     def find_or_register(
         self, msg1: Any, msg2: Any, opts: Mapping[str, Any] | None = None
@@ -171,17 +199,18 @@ class Persistent:
         args = [msg1, msg2, opts] if opts is not None else [msg1, msg2]
         record = RequestRecord(request_id, planned.key, self.resolve.name, {"shadow": planned.shadow}, args, {},
                                list(planned.stack))
-        group, submitted = self.coalescer.register(planned, record)
-        if submitted.outcome is Outcome.LEADER:
+        dispatcher = self.dispatcher
+        group, submitted = dispatcher.register(planned, record)
+        if submitted.outcome is SubmitOutcome.LEADER:
             self.registry.claim(group, submitted.token)
             self.keeper.hold(group, submitted.token)
             return Leader(group, planned.key, submitted.token, request_id)
-        if submitted.outcome is Outcome.HOSTED:
+        if submitted.outcome is SubmitOutcome.HOSTED:
             # A persistent worker owns the group: it executes this request.
-            self.coalescer.publish_hosted(self.resolve, record, group, submitted.queue, submitted.ref,
-                                          dict(record.options))
+            dispatcher.publish_hosted(self.resolve, record, group, submitted.queue, submitted.ref,
+                                      dict(record.options))
             return Wait(group, planned.key, submitted.host, request_id, queued=True)
-        queued = submitted.outcome is Outcome.QUEUED
+        queued = submitted.outcome is SubmitOutcome.QUEUED
         return Wait(group, planned.key, submitted.other_id, request_id, queued)
 
     def unregister_notify(
@@ -195,12 +224,12 @@ class Persistent:
         if not name or not token:
             return 0
         self.keeper.drop(token)
-        return self.coalescer.complete(name, message_digest(msg2), token, msg3, executed=True)
+        return self.dispatcher.complete(name, message_digest(msg2), token, msg3, executed=True)
 
     def notify(self, group: str, msg2: Any, msg3: Any, opts: Mapping[str, Any] | None = None) -> int:
         """Answer the current waiters of (group, Msg2) without releasing the group."""
         waiters = self.registry.take_waiters(group, message_digest(msg2))
-        return answer(self.app, waiters, msg3)
+        return self._wiring.answer(waiters, msg3)
 
     def await_(
         self,
@@ -227,50 +256,33 @@ class Persistent:
         group over after a crash.  Starting a group that is already hosted
         returns where it is.
         """
+        if group is not None:
+            group = check_group_name(group)
+        merged = resolve_options(opts, self.app.conf)
         # An idle timeout nobody set is left to the worker (--persistent-timeout).
-        explicit = (opts is not None and "worker_timeout" in opts) or "persistent_worker_timeout" in self.app.conf
-        return self.place(msg1, resolve_options(opts, self.app.conf), group, timeout_set=bool(explicit))
-
-    def place(self, msg1: Any, opts: dict[str, Any], group: str | None, expect: str = "",
-              timeout_set: bool = True) -> WorkerHandle:
-        ref = self.ref(msg1)
-        # A Ref names its device; only a hand-made one without it is fetched.
-        device = ref.get("device") or self.store.get(ref).get("device")
-        group = group or self.group(ref, None, opts)
-        if group is None:
-            raise InvalidOptions("a persistent worker needs a group: await_inprogress is off", "await_inprogress")
-        host = self.pick_worker()
-        if host is None:
-            raise PersistentError("no live persistent worker: start one with `celery worker --persistent -P solo`")
-        queue = queue_name(self.settings.queue_prefix, group)
-        timeout = float(opts["worker_timeout"]) if timeout_set else 0.0
-        where = Placement(group, host, queue, ref.storage_id, bool(opts["static_worker"]), timeout,
-                          str(device), ref.size, str(opts["error_strategy"]))
-        status, _token, info = self.registry.place(where, expect=expect)
-        if status == "exists":
-            return WorkerHandle(group, info[1], info[0])
-        if status != "placed":
-            raise PersistentError(f"group {group} cannot be placed now: it is {info[0] if info else status}")
-        return WorkerHandle(group, queue, host)
+        if opts is not None and "worker_timeout" in opts:
+            timeout = float(merged["worker_timeout"])
+        else:
+            timeout = self.settings.worker_timeout or 0.0
+        return self.placer.place(msg1, merged, group, timeout=timeout)
 
     def pick_worker(self, exclude: str | None = None) -> str | None:
         """The live persistent worker hosting the fewest groups."""
-        live = [(count, name) for name, count in self.registry.live_workers() if name != exclude]
-        return min(live)[1] if live else None
+        return self.placer.pick_worker(exclude)
 
     def stop_worker(self, group: str) -> bool:
         """Ask the worker hosting ``group`` to let it go once its queue is done."""
         owner = self.registry.owner(group)
         if owner.get("mode") != "hosted" or not owner.get("host"):
             return False
-        self.registry.post(owner["host"], f"stop:{group}")
+        self.registry.post(owner["host"], inbox.stop(group))
         return True
 
     def drain(self, hostname: str) -> bool:
         """Ask a persistent worker to hand all its groups to others (before a restart)."""
         if hostname not in dict(self.registry.live_workers()):
             return False
-        self.registry.post(hostname, "drain")
+        self.registry.post(hostname, inbox.DRAIN)
         return True
 
     def workers(self) -> list[dict[str, Any]]:
@@ -290,24 +302,7 @@ class Persistent:
 
     def groups(self) -> list[dict[str, Any]]:
         """Live hosted groups, for tools (status, monitor, Flower docs)."""
-        now = time.time()
-        out = []
-        for group, owner in self.registry.hosted_groups():
-            if owner.get("mode") != "hosted":
-                continue
-            last = float(owner.get("last") or 0) / 1000
-            out.append({
-                "group": group,
-                "hostname": owner.get("host", ""),
-                "queue": owner.get("queue", ""),
-                "static": owner.get("static") == "1",
-                "executions": int(owner.get("executions") or 0),
-                "idle": round(max(0.0, now - last), 3) if last else None,
-                "msg1_bytes": int(owner.get("bytes") or 0),
-                "state": owner.get("state", ""),
-                "timeout": float(owner.get("timeout") or 0),
-            })
-        return out
+        return [row.as_dict() for row in self.registry.hosted_groups()]
 
     def forward_work(self, group: str, to: str, opts: Mapping[str, Any] | None = None) -> int:
         """Send the requests waiting on ``group`` to group ``to``, in order; return how many.
@@ -317,43 +312,35 @@ class Persistent:
         worker) is registered with ``to`` instead and runs there.  Their old
         queue messages are left to be skipped.
         """
+        to = check_group_name(to)
         records = self.registry.take(group)
         for record in records:
-            self.coalescer.resubmit(record, to)
+            self.dispatcher.resubmit(record, to)
         return len(records)
-
-    def hand_on(self, records: list[RequestRecord], msg1: Ref) -> int:
-        """Resubmit accepted requests of a group that lost its worker, against its last state."""
-        for record in records:
-            args = list(record.args or [])
-            if len(args) < 2:
-                continue
-            args[0] = msg1
-            task = self.app.tasks[record.task]
-            planned = self.plan(msg1, args[1], args[2] if len(args) > 2 else None, stack=record.stack)
-            self.coalescer.submit(task, planned, args, record.id, dict(record.options), flags="r")
-        return len(records)
-
-    def recover_hosted(self, group: str, token: str) -> None:
-        """A persistent worker died: place its group elsewhere, or run its requests as usual."""
-        owner = self.registry.owner(group)
-        target = self.pick_worker(exclude=owner.get("host"))
-        if owner.get("mode") == "hosted" and target is not None:
-            where = Placement.from_owner(group, target, owner)
-            status, _, _ = self.registry.place(where, expect=token)
-            if status == "placed":
-                return
-        _, unfinished = self.registry.unhost(group, token, force=True)
-        self.hand_on(unfinished, Ref({REF_KEY: owner.get("ref", ""), "device": owner.get("device")}))
 
 
 @dataclass(frozen=True)
-class WorkerHandle:
-    """Where a group is hosted."""
+class Wiring:
+    """One process's components, each built from the parts it uses."""
 
-    group: str
-    queue: str
-    hostname: str
+    runtime: Runtime
+    planner: Planner
+    answer: Answerer
+    dispatcher: Dispatcher
+    placer: Placer
+    coalescer: Coalescer
+    reaper: Reaper
+
+    @classmethod
+    def build(cls, app: Celery, devices: DeviceRegistry, runtime: Runtime) -> Wiring:
+        settings, registry, store = runtime.settings, runtime.registry, runtime.store
+        planner = Planner(devices, store, app.conf, settings.max_message_bytes)
+        answer = Answerer(app, Events(app, settings.send_events))
+        dispatcher = Dispatcher(app, registry, store, answer, settings.inline_bytes)
+        placer = Placer(app, registry, store, planner, dispatcher, settings.queue_prefix)
+        coalescer = Coalescer(app, registry, store, runtime.keeper, runtime.metrics, answer, dispatcher, placer)
+        reaper = Reaper(registry, runtime.metrics, answer, dispatcher, placer)
+        return cls(runtime, planner, answer, dispatcher, placer, coalescer, reaper)
 
 
 def _resolve(

@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
 from importlib import resources
 from typing import Any, cast
 
 import redis
 
+from .inbox import Command
+from .inbox import place as place_command
 from .keys import KeySpace
+from .protocol import (
+    Adopted,
+    Expired,
+    ExpiredKind,
+    Finished,
+    HostedGroup,
+    Placed,
+    Placement,
+    PlaceStatus,
+    RenameStatus,
+    SubmitOutcome,
+    Submitted,
+    Unhosted,
+    UnhostStatus,
+)
 from .records import RequestRecord
 
 
@@ -28,73 +42,6 @@ def now_ms() -> int:
 
 def new_token() -> str:
     return uuid.uuid4().hex
-
-
-class Outcome(str, Enum):
-    LEADER = "leader"
-    WAIT = "wait"
-    QUEUED = "queued"
-    HOSTED = "hosted"
-    MOVED = "moved"
-    NOT_HOSTED = "nothost"
-
-
-@dataclass(frozen=True)
-class Submitted:
-    outcome: Outcome
-    token: str
-    other_id: str = ""  # leader: own id; wait: id executing the same key; queued: owner id
-    queue: str = ""  # hosted: the group's queue
-    ref: str = ""  # hosted: digest of the worker's Msg1
-    host: str = ""  # hosted: the worker's hostname
-    target: str = ""  # moved: the group's new name
-    group: str = ""  # the group the request registered with
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a group is to be hosted (arguments of place.lua)."""
-
-    group: str
-    host: str
-    queue: str
-    ref: str
-    static: bool
-    timeout: float
-    device: str
-    size: int
-    error_strategy: str = "ignore"
-
-    @classmethod
-    def from_owner(cls, group: str, host: str, owner: Mapping[str, str]) -> Placement:
-        """The same group, as its owner hash describes it, on another host."""
-        return cls(group, host, owner.get("queue", ""), owner.get("ref", ""), owner.get("static") == "1",
-                   float(owner.get("timeout") or 10), owner.get("device", ""), int(owner.get("bytes") or 0),
-                   owner.get("errors") or "ignore")
-
-
-@dataclass(frozen=True)
-class Adopted:
-    """A group this host takes up: its token, its placement, and what it had accepted."""
-
-    token: str
-    where: Placement
-    unfinished: list[RequestRecord]
-
-
-@dataclass
-class Finished:
-    stale: bool
-    next_request: RequestRecord | None = None
-    next_token: str = ""
-    waiters: list[RequestRecord] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Expired:
-    kind: str  # gone | alive | requeue | dead
-    token: str = ""
-    request: RequestRecord | None = None
 
 
 def _text(value: Any) -> str:
@@ -134,10 +81,10 @@ class Registry:
             keys += self.keys.group_keys(host_group, record.key)
             args.append(host_group)
         reply = [_text(x) if x is not None else "" for x in self._scripts["submit"](keys=keys, args=args)]
-        outcome, registered = Outcome(reply[0]), reply[-1]
-        if outcome is Outcome.HOSTED:
+        outcome, registered = SubmitOutcome(reply[0]), reply[-1]
+        if outcome is SubmitOutcome.HOSTED:
             return Submitted(outcome, token, queue=reply[1], ref=reply[2], host=reply[3], group=registered)
-        if outcome is Outcome.MOVED:
+        if outcome is SubmitOutcome.MOVED:
             return Submitted(outcome, token, target=reply[1], group=registered)
         return Submitted(outcome, token, other_id=reply[1] if len(reply) > 2 else "", group=registered)
 
@@ -191,23 +138,21 @@ class Registry:
         raw, _ = pipe.execute()
         return [RequestRecord.loads(w) for w in raw]
 
-    def expired(self, limit: int = 100) -> list[tuple[str, str, str]]:
-        """(group, token, key) of leases past their deadline; reads only."""
+    def expired(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(group, token) of leases past their deadline; reads only.
+
+        A lease whose owner hash is gone is returned with an empty token:
+        ``expire`` removes it (in its script, so this read never writes).
+        """
         groups = self.client.zrangebyscore(self.keys.leases(), "-inf", now_ms(), start=0, num=limit)
         if not groups:
             return []
         pipe = self.client.pipeline(transaction=False)
         names = [_text(g) for g in groups]
         for group in names:
-            pipe.hmget(self.keys.owner(group), "token", "key")
-        found = []
-        for group, (token, key) in zip(names, pipe.execute(), strict=False):
-            if token is not None:
-                found.append((group, _text(token), _text(key) if key is not None else ""))
-            else:
-                # The owner hash is gone, so is the group: drop the stray lease.
-                self.client.zrem(self.keys.leases(), group)
-        return found
+            pipe.hget(self.keys.owner(group), "token")
+        return [(group, _text(token) if token is not None else "")
+                for group, token in zip(names, pipe.execute(), strict=True)]
 
     def expire(self, group: str, token: str) -> Expired:
         """Take an expired lease from its owner (atomic, checked)."""
@@ -216,8 +161,8 @@ class Registry:
             keys=[self.keys.owner(group), self.keys.leases()],
             args=[group, token, now_ms(), fresh, now_ms() + self.queue_ms],
         )
-        kind = _text(reply[0])
-        has_request = kind in ("requeue", "dead") and len(reply) > 1 and reply[1]
+        kind = ExpiredKind(_text(reply[0]))
+        has_request = kind in (ExpiredKind.REQUEUE, ExpiredKind.DEAD) and len(reply) > 1 and reply[1]
         request = RequestRecord.loads(reply[1]) if has_request else None
         return Expired(kind, fresh, request)
 
@@ -233,8 +178,8 @@ class Registry:
 
     # -- hosted groups (persistent workers) ----------------------------------
 
-    def place(self, where: Placement, expect: str = "") -> tuple[str, str, list[str]]:
-        """Give a group to a worker; returns (status, token, [host, queue] or [why])."""
+    def place(self, where: Placement, expect: str = "") -> Placed:
+        """Give a group to a worker (or, with ``expect``, move it from that owner token)."""
         token = new_token()
         g = where.group
         reply = self._scripts["place"](
@@ -243,9 +188,14 @@ class Registry:
                   self.keys.worker(where.host)],
             args=[g, token, where.host, where.queue, where.ref, "1" if where.static else "0", where.timeout,
                   now_ms() + 3 * self.lease_ms, expect, where.device, now_ms(), where.size,
-                  where.error_strategy],
+                  where.error_strategy, place_command(g).encode()],
         )
-        return _text(reply[0]), token, [_text(x) for x in reply[1:]]
+        status, rest = PlaceStatus(_text(reply[0])), [_text(x) for x in reply[1:]]
+        if status is PlaceStatus.EXISTS:
+            return Placed(status, host=rest[0], queue=rest[1])
+        if status is PlaceStatus.BUSY:
+            return Placed(status, why=rest[0] if rest else "")
+        return Placed(status, token=token, host=where.host, queue=where.queue)
 
     def adopt(self, group: str, host: str) -> Adopted | None:
         keys = [self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group),
@@ -272,18 +222,18 @@ class Registry:
             return None
         return [RequestRecord.loads(w) for w in reply[1:]]
 
-    def unhost(self, group: str, token: str, force: bool = False) -> tuple[str, list[RequestRecord]]:
+    def unhost(self, group: str, token: str, force: bool = False) -> Unhosted:
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.leases(), self.keys.hosts(),
                 self.keys.hosted_ids(group), self.keys.hosted_records(group)]
         reply = self._scripts["unhost"](keys=keys, args=[group, token, "1" if force else ""])
-        return _text(reply[0]), [RequestRecord.loads(r) for r in reply[1:]]
+        return Unhosted(UnhostStatus(_text(reply[0])), [RequestRecord.loads(r) for r in reply[1:]])
 
-    def rename(self, old: str, new: str, token: str, new_queue: str) -> tuple[str, str]:
+    def rename(self, old: str, new: str, token: str, new_queue: str) -> tuple[RenameStatus, str]:
         fresh = new_token()
         keys = [self.keys.owner(old), self.keys.owner(new), self.keys.leases(), self.keys.hosts()]
         reply = self._scripts["rename"](keys=keys, args=[old, new, token, fresh, new_queue,
                                                          now_ms() + self.lease_ms, now_ms()])
-        return _text(reply[0]), fresh
+        return RenameStatus(_text(reply[0])), fresh
 
     def take(self, group: str) -> list[RequestRecord]:
         """Remove and return a group's waiting requests (not the running one), in order."""
@@ -337,19 +287,26 @@ class Registry:
         pipe.execute()
 
     def take_inbox(self, hostname: str) -> list[str]:
+        """Every command posted to ``hostname`` since the last call, raw (``Command.decode`` reads them)."""
         pipe = self.client.pipeline(transaction=True)
         pipe.lrange(self.keys.inbox(hostname), 0, -1)
         pipe.delete(self.keys.inbox(hostname))
         raw, _ = pipe.execute()
         return [_text(x) for x in raw]
 
-    def post(self, hostname: str, item: str) -> None:
-        self.client.rpush(self.keys.inbox(hostname), item)
+    def post(self, hostname: str, command: Command) -> None:
+        self.client.rpush(self.keys.inbox(hostname), command.encode())
 
-    def hosted_groups(self) -> list[tuple[str, dict[str, str]]]:
-        """Every hosted group with its owner fields (reads only)."""
+    def hosted_groups(self) -> list[HostedGroup]:
+        """Every hosted group as its owner hash describes it (reads only)."""
         groups = [_text(g) for g in self.client.zrange(self.keys.hosts(), 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for group in groups:
             pipe.hmget(self.keys.owner(group), self.OWNER_FIELDS)
-        return [(g, self._owner_fields(values)) for g, values in zip(groups, pipe.execute(), strict=True)]
+        now = time.time()
+        rows = []
+        for group, values in zip(groups, pipe.execute(), strict=True):
+            owner = self._owner_fields(values)
+            if owner.get("mode") == "hosted":
+                rows.append(HostedGroup.from_owner(group, owner, now))
+        return rows

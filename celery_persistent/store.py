@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -70,8 +70,8 @@ def as_ref(obj: Mapping[str, Any]) -> Ref:
 class MessageStore:
     """Stored messages in Redis, with a per-process LRU of decoded ones."""
 
-    def __init__(self, client: Callable[[], redis.Redis], keys: Callable[[], KeySpace],
-                 max_bytes: Callable[[], int], ttl: Callable[[], float], cache_bytes: int = 64 << 20) -> None:
+    def __init__(self, client: redis.Redis, keys: KeySpace, max_bytes: int, ttl: float,
+                 cache_bytes: int = 64 << 20) -> None:
         self._client = client
         self._keys = keys
         self._max_bytes = max_bytes
@@ -89,7 +89,7 @@ class MessageStore:
         """
         if digest is None:
             if encoded is None:
-                encoded = validate(msg, "message", self._max_bytes())
+                encoded = validate(msg, "message", self._max_bytes)
             digest, size = digest_of(encoded), len(encoded)
         storage_id = digest
         if PRIVATE_KEY in msg:
@@ -97,9 +97,9 @@ class MessageStore:
             storage_id, size = f"{digest}-{digest_of(private)}", size + len(private)
         ref = Ref({REF_KEY: storage_id, "device": msg.get("device"), "bytes": size})
         ref.value = msg
-        key = self._keys().store(storage_id)
-        ttl_ms = int(self._ttl() * 1000)
-        client = self._client()
+        key = self._keys.store(storage_id)
+        ttl_ms = int(self._ttl * 1000)
+        client = self._client
         # Content addressed: a copy already stored only has its TTL renewed,
         # and the message is neither serialized nor sent again.
         if not client.pexpire(key, ttl_ms):
@@ -121,7 +121,7 @@ class MessageStore:
             if hit is not None:
                 self._cache.move_to_end(ref.storage_id)
                 return hit[0]
-        raw = self._client().get(self._keys().store(ref.storage_id))
+        raw = self._client.get(self._keys.store(ref.storage_id))
         if raw is None:
             raise StateLost(f"stored message {ref.storage_id} is gone (expired or never stored)", "", "")
         msg = json.loads(raw)
@@ -133,10 +133,10 @@ class MessageStore:
         """Renew the TTL of messages still in use (hosted Msg1s, checkpoints)."""
         if not digests:
             return
-        ttl_ms = int(self._ttl() * 1000)
-        pipe = self._client().pipeline(transaction=False)
+        ttl_ms = int(self._ttl * 1000)
+        pipe = self._client.pipeline(transaction=False)
         for d in digests:
-            pipe.pexpire(self._keys().store(d), ttl_ms)
+            pipe.pexpire(self._keys.store(d), ttl_ms)
         pipe.execute()
 
     def _remember(self, key: str, msg: Mapping[str, Any], size: int) -> None:

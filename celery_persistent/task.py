@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celery import Task
 from celery.result import AsyncResult
 
-from .coalescing import HEADER
+from .dispatch import HEADER
 from .errors import PersistentError
 from .planning import unpack
 from .safety import check_serializer
@@ -48,7 +48,7 @@ class PersistentTask(Task):
         if shadow is not None:
             options["shadow"] = shadow
         call_args = [msg1, msg2, opts] if opts is not None else [msg1, msg2]
-        return self.persistent.coalescer.submit(self, plan, call_args, task_id, options)
+        return self.persistent.dispatcher.submit(self, plan, call_args, task_id, options)
 
     def publish(self, args: list[Any], task_id: str, header: dict[str, Any], options: dict[str, Any]) -> AsyncResult:
         """Send the message itself: Celery's own ``apply_async``, plus our header."""
@@ -72,7 +72,7 @@ class PersistentTask(Task):
             if header and header.get("token"):
                 # Registered by a client that saw the input differently (another
                 # device version?): release the group so that it does not stall.
-                self.persistent.coalescer.complete(header["group"], header["key"], header["token"], exc)
+                self.persistent.dispatcher.complete(header["group"], header["key"], header["token"], exc)
             raise
         if request.called_directly:
             return self.persistent.coalescer.execute(plan)

@@ -3,7 +3,7 @@
 -- ARGV[1] group  ARGV[2] host  ARGV[3] lease deadline (ms)
 -- Returns {"stale"} if the group is not placed on this host, else
 --   {"ok", token, queue, ref, static, timeout, device, bytes, errors, record, ...}
--- with the records of requests accepted but not finished (run these first, in order).
+-- (timeout "0": none was set, the worker's default applies) with the records of requests accepted but not finished (run these first, in order).
 local f = redis.call('HMGET', KEYS[1], 'mode', 'host', 'token', 'queue', 'ref', 'static',
                      'timeout', 'device', 'bytes', 'errors')
 if f[1] ~= 'hosted' or f[2] ~= ARGV[2] then
@@ -11,7 +11,7 @@ if f[1] ~= 'hosted' or f[2] ~= ARGV[2] then
 end
 redis.call('HSET', KEYS[1], 'state', 'active')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local result = {'ok', f[3], f[4], f[5], f[6] or '0', f[7] or '10', f[8] or '', f[9] or '0',
+local result = {'ok', f[3], f[4], f[5], f[6] or '0', f[7] or '0', f[8] or '', f[9] or '0',
                 f[10] or 'ignore'}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   local record = redis.call('HGET', KEYS[4], id)

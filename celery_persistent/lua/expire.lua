@@ -2,11 +2,17 @@
 -- KEYS[1] owner HASH   KEYS[2] leases ZSET
 -- ARGV[1] group  ARGV[2] token the reaper saw  ARGV[3] now (ms)
 -- ARGV[4] new token  ARGV[5] deadline (ms) for the re-dispatch or the clean-up
--- Returns {"gone"} (owner changed), {"alive"} (lease renewed meanwhile),
+-- Returns {"gone"} (owner changed; a lease whose owner hash is gone is removed),
+--         {"alive"} (lease renewed meanwhile),
 --         {"requeue", request} (never started: publish again under the new token)
 --         {"dead", request}    (died while running: call finish with the new token)
 --         {"orphan", host, mode} (a persistent worker died: place the group again)
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then
+local current = redis.call('HGET', KEYS[1], 'token')
+if not current then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return {'gone'}
+end
+if current ~= ARGV[2] then
   return {'gone'}
 end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])

@@ -7,6 +7,7 @@
 -- ARGV[6] static ("1"/"0")  ARGV[7] idle timeout (s)  ARGV[8] lease deadline (ms)
 -- ARGV[9] expected current token ("" = the group must be free)  ARGV[10] device
 -- ARGV[11] now (ms)  ARGV[12] msg1 size (bytes)  ARGV[13] error strategy
+-- ARGV[14] the inbox command telling the worker to adopt the group
 -- Returns {"placed"} | {"exists", host, queue} | {"busy", why}
 -- Requests queued behind a leader (pending) become the worker's, in order.
 local current = redis.call('HGET', KEYS[1], 'token')
@@ -21,7 +22,7 @@ if ARGV[9] == '' then
 elseif current ~= ARGV[9] then
   return {'busy', 'changed'}
 end
-redis.call('HDEL', KEYS[1], 'task_id', 'key', 'request', 'target', 'stop')
+redis.call('HDEL', KEYS[1], 'task_id', 'key', 'request', 'target', 'stop', 'running')
 redis.call('HSET', KEYS[1], 'mode', 'hosted', 'token', ARGV[2], 'host', ARGV[3], 'queue', ARGV[4],
            'ref', ARGV[5], 'static', ARGV[6], 'timeout', ARGV[7], 'state', 'placing',
            'device', ARGV[10], 'last', ARGV[11], 'bytes', ARGV[12], 'errors', ARGV[13])
@@ -33,6 +34,6 @@ for _, record in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
   redis.call('HSET', KEYS[7], id, record)
 end
 redis.call('DEL', KEYS[5])
-redis.call('RPUSH', KEYS[4], ARGV[1])
+redis.call('RPUSH', KEYS[4], ARGV[14])
 redis.call('HINCRBY', KEYS[8], 'groups', 1)
 return {'placed'}

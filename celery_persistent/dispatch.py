@@ -1,0 +1,156 @@
+"""Sending requests: register on send, publish what leads, hand a group on when it ends.
+
+A request registers when it is sent, so identical requests coalesce even
+while every worker is busy.  Only a leader (or a request for a hosted
+group) is published; waiters are answered by the leader, and requests
+queued behind it are published in turn by ``complete``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+
+from .answers import Answerer
+from .errors import PersistentError
+from .execution import recursion_error
+from .planning import Plan
+from .protocol import SubmitOutcome, Submitted
+from .queues import group_queue
+from .records import RequestRecord, keep_options
+from .registry import Registry
+from .store import REF_KEY, MessageStore, Ref, is_ref
+
+if TYPE_CHECKING:
+    from celery.result import AsyncResult
+
+logger = logging.getLogger(__name__)
+
+HEADER = "persistent_request"
+"""Message header naming the group, owner token and recursion stack."""
+
+MAX_MOVES = 8
+"""How many "moved" markers (rolling re-registrations) a request follows."""
+
+
+class Dispatcher:
+    def __init__(self, app: Celery, registry: Registry, store: MessageStore, answer: Answerer,
+                 inline_bytes: int) -> None:
+        self.app = app
+        self.answer = answer
+        self.registry = registry
+        self.store = store
+        self.inline_bytes = inline_bytes
+
+    def submit(
+        self,
+        task: Any,
+        plan: Plan,
+        args: list[Any],
+        task_id: str | None,
+        options: dict[str, Any],
+        flags: str = "",
+    ) -> AsyncResult:
+        """Register a request as it is sent; publish it only if it leads or is hosted."""
+        task_id = task_id or str(uuid.uuid4())
+        options.setdefault("shadow", plan.shadow)
+        if plan.group is None:
+            header = {"stack": list(plan.stack)}
+            return task.publish(args, task_id, header, options)
+        if plan.recursive:
+            raise recursion_error(plan.group)
+        args = self._by_reference(plan, args)
+        record = RequestRecord(
+            id=task_id,
+            key=plan.key,
+            task=task.name,
+            options=keep_options(options),
+            args=args,
+            kwargs={},
+            stack=list(plan.stack),
+        )
+        group, submitted = self.register(plan, record, flags)
+        if submitted.outcome is SubmitOutcome.HOSTED:
+            return self.publish_hosted(task, record, group, submitted.queue, submitted.ref, options)
+        if submitted.outcome is not SubmitOutcome.LEADER:
+            return task.AsyncResult(task_id)
+        try:
+            return self.publish(record, group, submitted.token, options)
+        except Exception as exc:
+            # Never leave a lock orphaned by a failed publish.
+            self.complete(group, plan.key, submitted.token, exc)
+            raise
+
+    def register(self, plan: Plan, record: RequestRecord, flags: str = "") -> tuple[str, Submitted]:
+        """Submit to the persistent worker of Msg1 if there is one, else to the group."""
+        assert plan.group is not None
+        submitted = self.registry.submit(plan.group, record, flags, host_group=plan.host_group)
+        group = submitted.group
+        for _ in range(MAX_MOVES):
+            if submitted.outcome is not SubmitOutcome.MOVED:
+                return group, submitted
+            group = submitted.target
+            submitted = self.registry.submit(group, record, flags)
+        raise PersistentError(f"group {plan.group} moved more than {MAX_MOVES} times while sending; retry")
+
+    def _by_reference(self, plan: Plan, args: list[Any]) -> list[Any]:
+        """A large Msg1 travels (and is kept in Redis) as a reference."""
+        if is_ref(plan.msg1) or plan.msg1_size <= self.inline_bytes:
+            return args
+        ref = self.store.put(plan.msg1, digest=plan.msg1_digest, size=plan.msg1_size)
+        return [ref, *args[1:]]
+
+    def resubmit(self, record: RequestRecord, group: str) -> None:
+        """Register an already accepted request with ``group`` and send it on."""
+        task = self.app.tasks[record.task]
+        submitted = self.registry.submit(group, record, "r")
+        if submitted.outcome is SubmitOutcome.HOSTED:
+            self.publish_hosted(task, record, group, submitted.queue, submitted.ref, dict(record.options))
+        elif submitted.outcome is SubmitOutcome.LEADER:
+            self.publish_next(group, record, submitted.token)
+
+    def publish_hosted(self, task: Any, record: RequestRecord, group: str, queue: str, ref: str,
+                       options: dict[str, Any]) -> AsyncResult:
+        """Send a request to its persistent worker's queue; Msg1 goes as the worker's ref."""
+        args = list(record.args or [])
+        device = args[0].get("device") if args and isinstance(args[0], Mapping) else None
+        args[0] = Ref({REF_KEY: ref, "device": device})
+        header = {"group": group, "hosted": True, "key": record.key, "stack": record.stack}
+        options = {**options, "queue": group_queue(queue)}
+        options.pop("routing_key", None)
+        options.pop("exchange", None)
+        return task.publish(args, record.id, header, options)
+
+    def publish(
+        self,
+        record: RequestRecord,
+        group: str,
+        token: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> AsyncResult:
+        """Put a registered request on the broker, carrying its owner token."""
+        task = self.app.tasks[record.task]
+        header = {"group": group, "token": token, "key": record.key, "stack": record.stack}
+        return task.publish(record.args, record.id, header, dict(options or record.options))
+
+    def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False) -> int:
+        """Release the group (holder only), answer its waiters, publish the next."""
+        finished = self.registry.finish(group, key, token, executed=executed)
+        if finished.stale:
+            logger.warning("group %s was taken over before its leader finished", group)
+            return 0
+        answered = self.answer(finished.waiters, outcome)
+        if finished.next_request is not None:
+            self.publish_next(group, finished.next_request, finished.next_token)
+        return answered
+
+    def publish_next(self, group: str, record: RequestRecord, token: str) -> None:
+        try:
+            self.publish(record, group, token)
+        except Exception:
+            # The lease expires and the reaper publishes it again.
+            logger.exception("could not publish the next request %s of group %s", record.id, group)

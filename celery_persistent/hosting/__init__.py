@@ -1,0 +1,43 @@
+"""The persistent worker: hosts groups, keeps their Msg1 in memory, runs their queues.
+
+A worker started with ``--persistent`` (solo pool) hosts groups placed on
+it.  The parts, one job each:
+
+- ``hosted``: the table of hosted groups (shared by the lease thread and the
+  worker's main thread);
+- ``lifecycle``: ``Host``, adoption from the inbox, lease beat, idle release,
+  hand-off and warm shutdown;
+- ``runner``: one request at a time against the cached Msg1, rolling state;
+- ``cache``: the Msg1s in memory, bounded in bytes;
+- ``consumer``: the Celery consumer's group queues and event loop.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from ..answers import Answerer
+from ..device import DeviceRegistry
+from ..placement import Placer
+from ..planning import Planner
+from ..runtime import Runtime
+from .cache import Msg1Cache
+from .consumer import GroupQueues
+from .hosted import Hosted, HostedTable
+from .lifecycle import Host
+from .runner import Runner
+
+__all__ = ["GroupQueues", "Host", "Hosted", "HostedTable", "Msg1Cache", "Runner", "build_host"]
+
+
+def build_host(app: Celery, hostname: str, runtime: Runtime, planner: Planner, placer: Placer,
+               devices: DeviceRegistry, answer: Answerer, cache_bytes: int, default_timeout: float) -> Host:
+    """Wire a Host from the process's runtime."""
+    table = HostedTable()
+    cache = Msg1Cache(table, runtime.store, runtime.metrics, cache_bytes)
+    queues = GroupQueues(app)
+    host = Host(answer.events, hostname, runtime.registry, runtime.store, placer, devices, runtime.metrics,
+                table, cache, queues, default_timeout)
+    host.attach(Runner(answer, runtime.registry, runtime.store, planner, table, cache, queues,
+                       runtime.settings.queue_prefix, runtime.settings.max_message_bytes, host.restart))
+    return host

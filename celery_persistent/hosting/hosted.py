@@ -1,0 +1,120 @@
+"""The groups one persistent worker hosts: a record per group, and the table of them.
+
+The table is shared by the lease thread (renewals, idle checks) and the
+worker's main thread (executions), so every read and write of it holds one
+lock.  A group may be known under old names too (a rolling group that
+re-registered under ``group(Msg3)`` keeps its old names as aliases while
+their queues drain).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store import REF_KEY, Ref
+
+
+@dataclass
+class Hosted:
+    """One group this process hosts, and its state."""
+
+    group: str
+    token: str
+    queue: str
+    device: str
+    static: bool
+    timeout: float
+    ref: str  # storage id of the stored Msg1 (checkpoint)
+    size: int
+    error_strategy: str = "ignore"
+    msg1: Mapping[str, Any] | None = None  # None: evicted, reload by ref
+    last: float = field(default_factory=time.monotonic)
+    executions: int = 0
+    aliases: dict[str, tuple[str, str]] = field(default_factory=dict)  # old group -> (token, queue)
+    releasing: bool = False
+    retired: set[str] = field(default_factory=set)  # aliases whose old queue is done and deleted
+    stopping: bool = False  # stop_worker: release as soon as its accepted requests are done
+
+    def as_ref(self) -> Ref:
+        ref = Ref({REF_KEY: self.ref, "device": self.device, "bytes": self.size})
+        ref.value = self.msg1
+        return ref
+
+    def token_for(self, name: str) -> str:
+        """The owner token of ``name``: the current name's, or an alias's."""
+        return self.token if name == self.group else self.aliases[name][0]
+
+    def leases(self) -> list[tuple[str, str]]:
+        """(name, token) of every registration this group holds."""
+        return [(self.group, self.token), *[(alias, tok) for alias, (tok, _) in self.aliases.items()]]
+
+    def queues(self) -> list[str]:
+        """Every queue this group is consumed from (the current one, then live aliases')."""
+        return [self.queue, *[q for a, (_, q) in self.aliases.items() if a not in self.retired]]
+
+
+class HostedTable:
+    """Hosted groups by current name (least recently used first) and by every name."""
+
+    def __init__(self) -> None:
+        self._groups: OrderedDict[str, Hosted] = OrderedDict()
+        self._by_name: dict[str, Hosted] = {}
+        self._lock = threading.RLock()
+
+    def add(self, h: Hosted) -> None:
+        with self._lock:
+            self._groups[h.group] = h
+            self._by_name[h.group] = h
+
+    def lookup(self, name: str) -> Hosted | None:
+        with self._lock:
+            return self._by_name.get(name)
+
+    def knows(self, name: str) -> bool:
+        with self._lock:
+            return name in self._by_name
+
+    def all(self) -> list[Hosted]:
+        """A snapshot, least recently used first."""
+        with self._lock:
+            return list(self._groups.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._groups)
+
+    def forget(self, h: Hosted) -> bool:
+        """Drop ``h`` under every name; False if it was not here (another thread did it)."""
+        with self._lock:
+            if self._groups.get(h.group) is not h:
+                return False
+            del self._groups[h.group]
+            for name in (h.group, *h.aliases):
+                if self._by_name.get(name) is h:
+                    del self._by_name[name]
+            return True
+
+    def touch(self, h: Hosted) -> None:
+        """Mark ``h`` most recently used."""
+        with self._lock:
+            if self._groups.get(h.group) is h:
+                self._groups.move_to_end(h.group, last=True)
+
+    def rename(self, h: Hosted, new: str, token: str, queue: str) -> None:
+        """``h`` is now registered as ``new``; its old name becomes an alias, all in one step."""
+        with self._lock:
+            self._groups.pop(h.group, None)
+            h.aliases[h.group] = (h.token, h.queue)
+            h.group, h.token, h.queue = new, token, queue
+            self._groups[new] = h
+            self._by_name[new] = h
+
+    def leases(self) -> list[tuple[str, str]]:
+        """(name, token) of every registration held, read under the lock (never half-renamed)."""
+        with self._lock:
+            return [lease for h in self._groups.values() for lease in h.leases()]

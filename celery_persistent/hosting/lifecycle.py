@@ -1,0 +1,238 @@
+"""A persistent worker's groups over time: adopt, keep alive, release, hand off.
+
+``tick`` runs on the lease thread every beat (so it works while a request
+runs): it renews every hosted group's lease, reports the worker's load,
+reads the inbox (placements, stop, drain) and finds idle groups.  Anything
+that touches the consumer or executes requests is handed to the worker's
+event loop (``GroupQueues.soon``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+from ..device import DeviceRegistry
+from ..errors import PersistentError
+from ..events import Events
+from ..inbox import Command, CommandKind
+from ..metrics import Metrics
+from ..placement import Placer
+from ..protocol import Adopted, Placement, UnhostStatus
+from ..registry import Registry
+from ..store import REF_KEY, MessageStore, Ref
+from .cache import Msg1Cache
+from .consumer import GroupQueues
+from .hosted import Hosted, HostedTable
+from .runner import Runner
+
+logger = logging.getLogger(__name__)
+
+TOUCH_EVERY = 60
+"""Beats between renewals of the stored Msg1s' TTL (days long): not every second."""
+
+
+class Host:
+    """The groups hosted by this worker process (one per ``--persistent`` worker)."""
+
+    def __init__(self, events: Events, hostname: str, registry: Registry, store: MessageStore, placer: Placer,
+                 devices: DeviceRegistry, metrics: Metrics, table: HostedTable, cache: Msg1Cache,
+                 queues: GroupQueues, default_timeout: float) -> None:
+        self.events = events
+        self.hostname = hostname
+        self.registry = registry
+        self.store = store
+        self.placer = placer
+        self.devices = devices
+        self.metrics = metrics
+        self.table = table
+        self.cache = cache
+        self.queues = queues
+        self.default_timeout = default_timeout
+        self.runner: Runner | None = None  # attached by attach(): it calls back into restart()
+        self.draining = False
+        self._beats = 0
+
+    def attach(self, runner: Runner) -> None:
+        self.runner = runner
+
+    @property
+    def busy(self) -> bool:
+        return self.runner is not None and self.runner.busy
+
+    # -- wiring -------------------------------------------------------------------
+
+    def bind(self, consumer: object) -> None:
+        """Called when the worker's consumer (re)starts: consume hosted queues again."""
+        self.queues.bind(consumer)
+        self.queues.consume(*[q for h in self.table.all() for q in h.queues()])
+
+    # -- the lease thread's beat --------------------------------------------------
+
+    def tick(self) -> None:
+        leases = self.table.leases()
+        for (name, token), ok in zip(leases, self.registry.renew(leases), strict=True):
+            if not ok:
+                self._lost(name, token)
+        self.registry.heartbeat(self.hostname, self.load())
+        self._beats += 1
+        hosted = self.table.all()
+        if self._beats % TOUCH_EVERY == 1:
+            self.store.touch([h.ref for h in hosted])
+        adopted = [a for a in (self._handle(raw) for raw in self.registry.take_inbox(self.hostname)) if a]
+        if adopted:
+            self.queues.soon(partial(self._activate, adopted))
+        now = time.monotonic()
+        for h in hosted:
+            self._retire_aliases(h)
+            if h.releasing or self.busy:
+                continue
+            if h.stopping or now - h.last > h.timeout:
+                h.releasing = True
+                self.queues.soon(partial(self.release, h, reason="stop" if h.stopping else "idle"))
+
+    def load(self) -> dict[str, int]:
+        hosted = self.table.all()
+        return {"groups": len(hosted), "cache_bytes": self.cache.used(), "max_cache_bytes": self.cache.max_bytes,
+                "executions": sum(h.executions for h in hosted), "draining": int(self.draining)}
+
+    def _retire_aliases(self, h: Hosted) -> None:
+        """Stop consuming an old name's queue once its accepted requests are done.
+
+        The old name stays registered as a "moved" marker while the group is
+        hosted, so callers holding an old Msg1 still find the group.
+        """
+        for alias, (_token, queue) in list(h.aliases.items()):
+            if alias not in h.retired and self.registry.unfinished(alias) == 0:
+                h.retired.add(alias)
+                self.queues.soon(partial(self.queues.drop, queue))
+
+    def _lost(self, name: str, token: str) -> None:
+        """Another owner has the group (this worker stalled past its lease): let it go, queue untouched."""
+        h = self.table.lookup(name)
+        if h is None or h.token_for(name) != token or not self.table.forget(h):
+            return
+        logger.warning("lost group %s to another owner; letting it go", name)
+        for queue in h.queues():
+            self.queues.soon(partial(self.queues.stop, queue))
+
+    # -- the inbox ------------------------------------------------------------------
+
+    def _handle(self, raw: str) -> tuple[Hosted, Adopted] | None:
+        """Handle one inbox command; a group placed here is adopted and returned."""
+        try:
+            command = Command.decode(raw)
+        except PersistentError:
+            logger.warning("ignoring an unknown inbox command %r", raw)
+            return None
+        if command.kind is CommandKind.DRAIN:
+            self.draining = True
+            # Tell placement at once, so that no new group lands here.
+            self.registry.heartbeat(self.hostname, self.load())
+            self.queues.soon(self.hand_off_all)
+            return None
+        if command.kind is CommandKind.STOP:
+            h = self.table.lookup(command.group)
+            if h is not None:
+                h.stopping = True  # released on this beat or, if busy, a later one
+            return None
+        return self._adopt(command.group)
+
+    def _adopt(self, group: str) -> tuple[Hosted, Adopted] | None:
+        if self.draining and self.placer.pass_on(group, self.hostname):
+            return None
+        adopted = self.registry.adopt(group, self.hostname)
+        if adopted is None:
+            logger.info("group %s was placed elsewhere before this worker took it", group)
+            return None
+        where = adopted.where
+        h = Hosted(group=group, token=adopted.token, queue=where.queue, device=where.device, static=where.static,
+                   timeout=where.timeout or self.default_timeout, ref=where.ref, size=where.size,
+                   error_strategy=where.error_strategy)
+        # Known (and renewed by this beat) from now on, before its queue is consumed.
+        self.table.add(h)
+        return h, adopted
+
+    # -- adoption, release, hand-off ---------------------------------------------------
+
+    def _activate(self, batch: list[tuple[Hosted, Adopted]]) -> None:
+        """Start serving adopted groups (on the event loop)."""
+        assert self.runner is not None
+        self.metrics.incr("placements", len(batch))
+        self.events.worker(self.hostname, "hosted",
+                     groups=[{"group": h.group, "queue": h.queue, "static": h.static,
+                              "recovered": len(adopted.unfinished)} for h, adopted in batch])
+        for h, adopted in batch:
+            logger.info("hosting group %s (%s, queue %s)", h.group, "static" if h.static else "rolling", h.queue)
+            # Requests accepted before this worker took over (crash, hand-off,
+            # spawn) run first and in order; their queue messages then find
+            # them done and are skipped.
+            for record in adopted.unfinished:
+                self.runner.run_record(h, record)
+        self.queues.consume(*[h.queue for h, _ in batch])
+
+    def release(self, h: Hosted, reason: str, force: bool = False) -> None:
+        """Let a group go: timeout hook, unregister if idle, stop consuming."""
+        if h.msg1 is not None and reason == "idle":
+            try:
+                self.devices.for_message({"device": h.device}).on_idle(h.msg1, {"worker_timeout": h.timeout})
+            except Exception:
+                logger.exception("on_idle of device %s failed for group %s", h.device, h.group)
+        unhosted = self.registry.unhost(h.group, h.token, force=force)
+        if unhosted.status is UnhostStatus.BUSY:
+            # A request raced the timeout: it is accepted, so keep hosting and run it.
+            h.releasing = False
+            h.last = time.monotonic()
+            return
+        if unhosted.status is UnhostStatus.STALE:
+            # Another owner has the group now, and consumes its queue: leave it be.
+            self._lost(h.group, h.token)
+            return
+        unfinished = list(unhosted.unfinished)
+        for alias, (token, _queue) in h.aliases.items():
+            unfinished.extend(self.registry.unhost(alias, token, force=True).unfinished)
+        self.table.forget(h)
+        for queue in h.queues():
+            self.queues.drop(queue)
+        logger.info("released group %s (%s)", h.group, reason)
+        self.events.worker(self.hostname, "released", group=h.group, reason=reason,
+                     handed_on=len(unfinished))
+        self.placer.hand_on(unfinished, h.as_ref() if h.msg1 is not None else Ref({REF_KEY: h.ref, "device": h.device}))
+
+    def shutdown(self) -> None:
+        """Warm shutdown: hand every hosted group to another persistent worker."""
+        self.registry.leave(self.hostname)
+        self.hand_off_all()
+
+    def hand_off_all(self) -> None:
+        """Give every hosted group to another live persistent worker (else let it go)."""
+        for h in self.table.all():
+            if not self.hand_off(h, allow_self=False):
+                self.release(h, reason="hand-off", force=True)
+
+    def hand_off(self, h: Hosted, allow_self: bool) -> bool:
+        """Place the group (from its checkpoint, with its unfinished requests) on a worker."""
+        where = Placement(h.group, self.hostname, h.queue, h.ref, h.static, h.timeout, h.device, h.size,
+                          h.error_strategy)
+        target = self.placer.move(where, h.token, exclude=self.hostname, allow_self=allow_self)
+        if target is None:
+            return False
+        self.table.forget(h)
+        for queue in h.queues():
+            self.queues.stop(queue)
+        logger.info("handed group %s to %s", h.group, target)
+        self.events.worker(self.hostname, "handed-off", group=h.group, to=target)
+        return True
+
+    def restart(self, h: Hosted) -> None:
+        """error_strategy="throw": end this instance; a fresh one resumes from the checkpoint."""
+        if not self.hand_off(h, allow_self=True):
+            self.release(h, reason="error", force=True)
+
+    # -- execution ------------------------------------------------------------------------
+
+    def run(self, task: object, header: dict[str, object], msg2: object, opts: object) -> object:
+        """Execute one request of a hosted group (the task's entry point)."""
+        assert self.runner is not None
+        return self.runner.run(task, header, msg2, opts)

@@ -1,0 +1,135 @@
+"""Executing a hosted group's requests against its in-memory Msg1.
+
+One request at a time (a ``--persistent`` worker runs the solo pool): fence
+it (``start_hosted``), execute it with the cached Msg1, roll the state
+forward (checkpoint Msg3 in the store) unless the group is static, answer
+its waiters (``finish_hosted``), and re-register under ``group(Msg3)`` when
+the rolled state names another group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from celery.exceptions import Ignore
+
+from ..answers import Answerer
+from ..errors import InvalidMessage, PersistentError
+from ..execution import execute, recursion_error
+from ..messages import validate
+from ..planning import Planner
+from ..protocol import RenameStatus
+from ..queues import queue_name
+from ..records import RequestRecord
+from ..registry import Registry
+from ..store import MessageStore
+from .cache import Msg1Cache
+from .consumer import GroupQueues
+from .hosted import Hosted, HostedTable
+
+logger = logging.getLogger(__name__)
+
+
+class Runner:
+    def __init__(self, answer: Answerer, registry: Registry, store: MessageStore, planner: Planner,
+                 table: HostedTable, cache: Msg1Cache, queues: GroupQueues, queue_prefix: str,
+                 max_message_bytes: int, on_throw: Callable[[Hosted], None]) -> None:
+        self.answer = answer
+        self.registry = registry
+        self.store = store
+        self.planner = planner
+        self.table = table
+        self.cache = cache
+        self.queues = queues
+        self.queue_prefix = queue_prefix
+        self.max_message_bytes = max_message_bytes
+        self.on_throw = on_throw
+        self.busy = False  # read by the lease thread: never release a group mid-execution
+
+    def run(self, task: Any, header: Mapping[str, Any], msg2: Any, opts: Any) -> Any:
+        """Execute one request from a group queue (called from the task, main thread)."""
+        group = str(header.get("group"))
+        h = self.table.lookup(group)
+        task_id = task.request.id
+        if h is None or not self.registry.start_hosted(group, h.token_for(group), task_id):
+            # Done already (run at adoption) or the group moved on with it.
+            logger.info("skipping %s for group %s: not hosted here or already done", task_id, group)
+            raise Ignore()
+        outcome = self._execute(h, msg2, opts, tuple(header.get("stack") or ()))
+        self._finish(h, group, str(header.get("key")), task_id, outcome)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def run_record(self, h: Hosted, record: RequestRecord) -> None:
+        """Run an accepted request from its stored record (recovery, hand-off)."""
+        args = list(record.args or [])
+        msg2 = args[1] if len(args) > 1 else None
+        opts = args[2] if len(args) > 2 else None
+        outcome = self._execute(h, msg2, opts, tuple(record.stack))
+        self._finish(h, h.group, record.key, record.id, outcome)
+        self.answer([record.waiter()], outcome)
+
+    def _execute(self, h: Hosted, msg2: Any, opts: Any, stack: tuple[str, ...]) -> Any:
+        """Msg3, or the exception the execution raised (never raises itself)."""
+        self.busy = True
+        try:
+            msg1 = self.cache.get(h)
+            plan = self.planner.plan(h.as_ref(), msg2, opts, stack=stack)
+            if plan.recursive:
+                raise recursion_error(h.group)
+            # A rolling group validates Msg3 when it checkpoints it (_roll): check it once.
+            run = partial(execute, self.store, plan, check_result=h.static)
+            return plan.device.worker(msg1, msg2, plan.opts, run)
+        except Exception as exc:
+            return exc
+        finally:
+            h.last = time.monotonic()
+            h.executions += 1
+            self.busy = False
+
+    def _finish(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any) -> None:
+        failed = isinstance(outcome, BaseException)
+        new_ref, size = "", 0
+        if not failed and not h.static:
+            try:
+                new_ref, size = self._roll(h, outcome)
+            except PersistentError as exc:
+                outcome, failed = exc, True
+        waiters = self.registry.finish_hosted(group, h.token_for(group), key, task_id, new_ref, size)
+        if waiters is None:
+            logger.warning("group %s changed owner while %s ran", group, task_id)
+            return
+        self.answer(waiters, outcome)
+        if failed and h.error_strategy == "throw" and not h.releasing:
+            h.releasing = True
+            self.queues.soon(lambda: self.on_throw(h))
+        if new_ref:
+            self._maybe_rename(h)
+
+    def _roll(self, h: Hosted, msg3: Any) -> tuple[str, int]:
+        """Msg3 becomes Msg1: checkpoint it in the store (for recovery)."""
+        if not isinstance(msg3, Mapping):
+            raise InvalidMessage(f"a rolling worker needs Msg3 to be a message, not {type(msg3).__name__}", "msg3")
+        encoded = validate(msg3, "msg3", self.max_message_bytes)
+        ref = self.store.put(msg3, encoded)
+        self.cache.put(h, msg3, ref.storage_id, ref.size)
+        return ref.storage_id, ref.size
+
+    def _maybe_rename(self, h: Hosted) -> None:
+        """Re-register under group(Msg3) when the rolled state names another group."""
+        new = self.planner.group(h.as_ref(), None)
+        if new is None or new == h.group or self.table.knows(new):
+            return
+        queue = queue_name(self.queue_prefix, new)
+        status, token = self.registry.rename(h.group, new, h.token, queue)
+        if status is not RenameStatus.OK:
+            logger.info("group %s keeps its name: %s is %s", h.group, new, status.value)
+            return
+        self.table.rename(h, new, token, queue)
+        self.queues.soon(lambda: self.queues.consume(queue))
+        logger.info("rolling group re-registered as %s", new)

@@ -1,0 +1,173 @@
+"""The registry's typed protocol: what each Lua script returns, and a hosted group's row.
+
+Scripts answer with short strings; ``registry.py`` turns each reply into one
+of these enums or dataclasses at once, so no caller ever compares a bare
+status string.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from .records import RequestRecord
+
+
+class SubmitOutcome(str, Enum):
+    """What ``submit.lua`` did with a request."""
+
+    LEADER = "leader"  # registered as the group's owner: publish it
+    WAIT = "wait"  # coalesced onto an identical request in flight
+    QUEUED = "queued"  # runs after the owner, in order
+    HOSTED = "hosted"  # a persistent worker owns the group: publish to its queue
+    MOVED = "moved"  # a rolling group re-registered under another name
+    NOT_HOSTED = "nothost"  # flag "h" and no persistent worker
+
+
+@dataclass(frozen=True)
+class Submitted:
+    outcome: SubmitOutcome
+    token: str
+    other_id: str = ""  # leader: own id; wait: id executing the same key; queued: owner id
+    queue: str = ""  # hosted: the group's queue
+    ref: str = ""  # hosted: storage id of the worker's Msg1
+    host: str = ""  # hosted: the worker's hostname
+    target: str = ""  # moved: the group's new name
+    group: str = ""  # the group the request registered with
+
+
+class Mode(str, Enum):
+    """The ``mode`` field of a group's owner hash."""
+
+    LEADER = "leader"
+    HOSTED = "hosted"
+    MOVED = "moved"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a group is to be hosted (arguments of place.lua).
+
+    ``timeout`` 0 means none was chosen: the hosting worker's default applies.
+    """
+
+    group: str
+    host: str
+    queue: str
+    ref: str
+    static: bool
+    timeout: float
+    device: str
+    size: int
+    error_strategy: str = "ignore"
+
+    @classmethod
+    def from_owner(cls, group: str, host: str, owner: Mapping[str, str]) -> Placement:
+        """The same group, as its owner hash describes it, on another host."""
+        return cls(group, host, owner.get("queue", ""), owner.get("ref", ""), owner.get("static") == "1",
+                   float(owner.get("timeout") or 0), owner.get("device", ""), int(owner.get("bytes") or 0),
+                   owner.get("errors") or "ignore")
+
+
+class PlaceStatus(str, Enum):
+    PLACED = "placed"
+    EXISTS = "exists"  # already hosted (host and queue say where)
+    BUSY = "busy"  # executing, or its owner changed since the caller looked
+
+
+@dataclass(frozen=True)
+class Placed:
+    status: PlaceStatus
+    token: str = ""
+    host: str = ""  # exists: where the group is
+    queue: str = ""
+    why: str = ""  # busy: "executing" or "changed"
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """A group this host takes up: its token, its placement, and what it had accepted."""
+
+    token: str
+    where: Placement
+    unfinished: list[RequestRecord]
+
+
+@dataclass
+class Finished:
+    stale: bool
+    next_request: RequestRecord | None = None
+    next_token: str = ""
+    waiters: list[RequestRecord] = field(default_factory=list)
+
+
+class ExpiredKind(str, Enum):
+    """What ``expire.lua`` found behind an expired lease."""
+
+    GONE = "gone"  # the owner changed meanwhile
+    ALIVE = "alive"  # renewed meanwhile
+    REQUEUE = "requeue"  # never started: publish again under the new token
+    DEAD = "dead"  # died while running: answer and hand on under the new token
+    ORPHAN = "orphan"  # a persistent worker died: place the group again
+
+
+@dataclass(frozen=True)
+class Expired:
+    kind: ExpiredKind
+    token: str = ""
+    request: RequestRecord | None = None
+
+
+class UnhostStatus(str, Enum):
+    OK = "ok"
+    STALE = "stale"  # another owner holds the group
+    BUSY = "busy"  # a request raced the idle timeout: keep hosting
+
+
+@dataclass(frozen=True)
+class Unhosted:
+    status: UnhostStatus
+    unfinished: list[RequestRecord] = field(default_factory=list)
+
+
+class RenameStatus(str, Enum):
+    OK = "ok"
+    STALE = "stale"
+    BUSY = "busy"  # the new name is taken: keep the old one
+
+
+@dataclass(frozen=True)
+class HostedGroup:
+    """One hosted group as the registry knows it: ``groups()``, status, monitor and metrics rows."""
+
+    group: str
+    hostname: str
+    queue: str
+    static: bool
+    executions: int
+    idle: float | None  # seconds since its last execution (None: never ran)
+    msg1_bytes: int
+    state: str
+    timeout: float
+
+    @classmethod
+    def from_owner(cls, group: str, owner: Mapping[str, str], now: float | None = None) -> HostedGroup:
+        now = time.time() if now is None else now
+        last = float(owner.get("last") or 0) / 1000
+        return cls(
+            group=group,
+            hostname=owner.get("host", ""),
+            queue=owner.get("queue", ""),
+            static=owner.get("static") == "1",
+            executions=int(owner.get("executions") or 0),
+            idle=round(max(0.0, now - last), 3) if last else None,
+            msg1_bytes=int(owner.get("bytes") or 0),
+            state=owner.get("state", ""),
+            timeout=float(owner.get("timeout") or 0),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

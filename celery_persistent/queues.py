@@ -1,0 +1,51 @@
+"""Group queues on the broker: their name, their one definition, and their clean-up.
+
+A group with a persistent worker has its own queue, ``<prefix>.<group>``.
+Producers and the consuming worker both build it with ``group_queue``: on
+RabbitMQ each group queue carries ``x-single-active-consumer`` so that the
+broker itself allows one active consumer per group, and RabbitMQ refuses a
+queue declared twice with different arguments.  Other transports ignore the
+argument.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
+
+
+def queue_name(prefix: str, group: str) -> str:
+    return f"{prefix}.{group}"
+
+
+def group_queue(name: str) -> Queue:
+    """The kombu Queue of a group: direct exchange and routing key named after it."""
+    return Queue(
+        name,
+        Exchange(name, type="direct", durable=True),
+        routing_key=name,
+        durable=True,
+        queue_arguments=dict(SINGLE_ACTIVE_CONSUMER),
+    )
+
+
+def delete_queue(app: Celery, name: str) -> None:
+    """Delete a released group's queue; what is left in it is stale (already run)."""
+    with app.connection_for_write() as conn:
+        queue = group_queue(name)(conn.default_channel)
+        # kombu's virtual transports (Redis) delete only bindings this channel
+        # knows of: declaring first makes the delete complete on every transport.
+        queue.declare()
+        queue.delete()
+
+
+def queue_exists(app: Celery, name: str) -> bool:
+    """Whether the broker knows the queue (passive declare), on any transport."""
+    with app.connection_for_write() as conn:
+        try:
+            conn.default_channel.queue_declare(name, passive=True)
+        except conn.channel_errors:
+            return False
+    return True

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test test-fast lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(STAMP)
 	$(BIN)/ruff check celery_persistent tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# Unit and Lua tests only: no worker subprocess, no Flower (a real Redis is enough).
+test-fast: $(STAMP)
+	$(BIN)/ruff check celery_persistent tests bench
+	$(BIN)/python -m pytest -q --hypothesis-profile=fast tests/unit tests/lua
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[test,bench]"

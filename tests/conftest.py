@@ -13,6 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from hypothesis import settings
+
+# `make test-fast` runs the property tests with fewer examples (--hypothesis-profile=fast);
+# `make test` keeps Hypothesis' default of 100 per test.
+settings.register_profile("fast", max_examples=20)
 
 from celery_persistent.embedded import local_or_embedded_redis
 from celery_persistent.keys import KeySpace
@@ -29,8 +34,6 @@ os.environ.update(
     CP_QUEUE=f"cpt{SESSION}",
     CP_MAX_BYTES=str(MAX_BYTES),
 )
-
-from tests.support import Worker  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,29 +64,6 @@ def rdb(persistent):
 def uid() -> str:
     """A fresh id so that each test's groups and evidence are its own."""
     return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
-def workers(tmp_path) -> Iterator[list[Worker]]:
-    """Start workers with ``spawn(...)``; all are stopped at the end of the test."""
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
-
-@pytest.fixture(scope="module")
-def solo_worker(tmp_path_factory) -> Iterator[Worker]:
-    worker = Worker(pool="solo", logdir=tmp_path_factory.mktemp("solo")).wait_ready()
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture(scope="module")
-def prefork_worker(tmp_path_factory) -> Iterator[Worker]:
-    worker = Worker(pool="prefork", concurrency=2, logdir=tmp_path_factory.mktemp("prefork")).wait_ready()
-    yield worker
-    worker.stop()
 
 
 def evidence_key(*parts: str) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from celery_persistent.metrics import COUNTERS
 from celery_persistent.monitor import snapshot
+from tests.e2e.support import hosted
 from tests.support import ROOT, Worker, wait_until
 
 CELERY = [sys.executable, "-m", "celery", "-A", "tests.apps.basic", "persistent"]
@@ -72,10 +73,6 @@ def cluster(tmp_path_factory) -> Iterator[dict[str, Worker]]:
 @pytest.fixture
 def hosts(cluster) -> set[str]:
     return {cluster["p1"].hostname, cluster["p2"].hostname}
-
-
-def hosted(persistent, group: str) -> dict | None:
-    return next((row for row in persistent.groups() if row["group"] == group), None)
 
 
 def start_group(tmp_path: Path, persistent, msg1: dict, *flags: str) -> dict:

@@ -27,9 +27,9 @@ import pytest
 from celery_persistent import LeaderDied
 from celery_persistent.events import NODE
 from tests.conftest import evidence_key
+from tests.e2e.support import LEASE_TTL
 from tests.support import ROOT, Worker, wait_until
 
-LEASE_TTL = float(os.environ.get("CP_LEASE_TTL", "3"))
 FINAL = {"SUCCESS", "FAILURE"}
 
 

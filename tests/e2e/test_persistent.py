@@ -2,58 +2,24 @@
 
 The tests marked with the ``broker`` fixture run on Redis and on RabbitMQ
 (Redis stays result backend and registry); RabbitMQ runs skip with a reason
-when it cannot be reached.
+when it cannot be reached.  ``cluster`` / ``redis_cluster`` (tests/e2e/conftest.py)
+start the workers and place the group: ``start(...)`` and ``host(msg1, ...)``.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
-import os
 import time
-from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 from celery.signals import before_task_publish
 
 from celery_persistent import StateLost
-from celery_persistent.handoff import queue_exists
-from tests.support import Cluster, port_open, wait_until
-
-LEASE_TTL = float(os.environ.get("CP_LEASE_TTL", "3"))
-
-
-@pytest.fixture(params=["basic", "rabbit"])
-def broker(request) -> ModuleType:
-    if request.param == "rabbit" and not port_open("127.0.0.1", 5672):
-        pytest.skip("RabbitMQ is not reachable at 127.0.0.1:5672")
-    return importlib.import_module(f"tests.apps.{request.param}")
-
-
-@pytest.fixture
-def redis_app() -> ModuleType:
-    return importlib.import_module("tests.apps.basic")
-
-
-def make_cluster(module: ModuleType, tmp_path) -> Cluster:
-    return Cluster(module.__name__, module.persistent, tmp_path)
-
-
-@pytest.fixture
-def cluster(broker, tmp_path) -> Iterator[Cluster]:
-    c = make_cluster(broker, tmp_path)
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def redis_cluster(redis_app, tmp_path) -> Iterator[Cluster]:
-    c = make_cluster(redis_app, tmp_path)
-    yield c
-    c.stop()
+from celery_persistent.queues import queue_exists
+from tests.e2e.support import LEASE_TTL, hosted
+from tests.support import wait_until
 
 
 def ev(rdb, *parts: str) -> Any:
@@ -82,15 +48,10 @@ def queue_known(persistent, rdb, queue: str) -> bool:
     return queue_exists(persistent.app, queue)
 
 
-def hosted(persistent, group: str) -> dict[str, Any] | None:
-    return next((g for g in persistent.groups() if g["group"] == group), None)
-
-
 def test_static_worker_runs_requests_serially_in_one_process(broker, cluster, rdb, uid) -> None:
     """The seed's persistent_worker_test."""
     p = broker.persistent
-    worker = cluster.persistent_worker()
-    cluster.ready()
+    [worker] = cluster.start()
     msg1 = {"device": "state", "id": uid, "blob": "x" * 1000}
     handle = p.start_worker(msg1, {"static_worker": True})
     assert (handle.group, handle.queue, handle.hostname) == (f"state-{uid}", f"persistent.state-{uid}", worker.hostname)
@@ -110,9 +71,7 @@ def test_static_worker_runs_requests_serially_in_one_process(broker, cluster, rd
 def test_spawn_after_execution(broker, cluster, rdb, uid) -> None:
     """The seed's spawn_after_execution_test: the leader leaves a worker holding Msg3."""
     p = broker.persistent
-    pworker = cluster.persistent_worker()
-    cluster.ordinary_worker()
-    cluster.ready()
+    [pworker] = cluster.start(ordinary=1)
     msg1 = {"device": "state", "id": uid, "count": 0}
     first = {"path": "add", "by": 1, "sleep": 0.5, "n": 0}
     leader = p.resolve.delay(msg1, first, opts={"spawn_worker": True})
@@ -132,10 +91,8 @@ def test_spawn_after_execution(broker, cluster, rdb, uid) -> None:
 
 def test_rolling_state_over_100_requests(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ready()
     msg1 = {"device": "counter", "id": uid, "count": 0}
-    p.start_worker(msg1)
+    redis_cluster.host(msg1)
     # Distinct Msg2s: identical ones in flight would coalesce into one execution.
     results = [p.resolve.delay(msg1, {"path": "add", "by": 1, "n": n}) for n in range(100)]
     assert [r.get(timeout=60)["count"] for r in results] == list(range(1, 101))
@@ -148,11 +105,8 @@ def test_rolling_state_over_100_requests(redis_app, redis_cluster, uid) -> None:
 
 def test_idle_timeout_calls_hook_and_releases(broker, cluster, rdb, uid) -> None:
     p = broker.persistent
-    cluster.persistent_worker()
-    cluster.ordinary_worker()
-    cluster.ready()
     msg1 = {"device": "state", "id": uid, "count": 7}
-    handle = p.start_worker(msg1, {"worker_timeout": 1, "static_worker": True})
+    handle = cluster.host(msg1, {"worker_timeout": 1, "static_worker": True}, ordinary=1)
     assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["count"] == 7
     assert queue_known(p, rdb, handle.queue)
     wait_until(lambda: hosted(p, handle.group) is None, message="the idle group to be released")
@@ -166,11 +120,8 @@ def test_idle_timeout_calls_hook_and_releases(broker, cluster, rdb, uid) -> None
 
 def test_requests_racing_the_idle_timeout_are_all_answered(redis_app, redis_cluster, rdb, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ordinary_worker()
-    redis_cluster.ready()
     msg1 = {"device": "state", "id": uid, "count": 1}
-    p.start_worker(msg1, {"worker_timeout": 1, "static_worker": True})
+    redis_cluster.host(msg1, {"worker_timeout": 1, "static_worker": True}, ordinary=1)
     results = []
     # Gaps around the 1 s timeout (the worker checks it on a ~1 s beat): some
     # requests land just before a release, some during it, some after.
@@ -183,8 +134,7 @@ def test_requests_racing_the_idle_timeout_are_all_answered(redis_app, redis_clus
 
 def test_cache_bound_evicts_and_reloads(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker("--persistent-cache-bytes", "120000")
-    redis_cluster.ready()
+    redis_cluster.start(options=("--persistent-cache-bytes", "120000"))
     before = p.metrics.read()["evictions"]
     # 50 KB each: under persistent_inline_bytes, so requests carry Msg1 by value
     # and never store it again themselves.
@@ -209,12 +159,8 @@ def test_cache_bound_evicts_and_reloads(redis_app, redis_cluster, uid) -> None:
 
 def test_sigkill_of_persistent_worker_under_load(broker, cluster, rdb, uid) -> None:
     p = broker.persistent
-    cluster.persistent_worker()
-    cluster.persistent_worker()
-    cluster.ordinary_worker()
-    cluster.ready()
     msg1 = {"device": "state", "id": uid, "blob": "z" * 10_000}
-    handle = p.start_worker(msg1, {"static_worker": True})
+    handle = cluster.host(msg1, {"static_worker": True}, persistent=2, ordinary=1)
     victim = cluster.by_hostname(handle.hostname)
     results = [p.resolve.delay(msg1, {"path": "peek", "n": n, "sleep": 0.3}) for n in range(12)]
     wait_until(lambda: int(rdb.get(ev(rdb, "runs", uid)) or 0) >= 3, message="a few executions")
@@ -236,11 +182,8 @@ def test_sigkill_of_persistent_worker_under_load(broker, cluster, rdb, uid) -> N
 
 def test_warm_shutdown_hands_groups_to_another_worker(broker, cluster, uid) -> None:
     p = broker.persistent
-    cluster.persistent_worker()
-    cluster.persistent_worker()
-    cluster.ready()
     msg1 = {"device": "state", "id": uid, "count": 3}
-    handle = p.start_worker(msg1, {"static_worker": True})
+    handle = cluster.host(msg1, {"static_worker": True}, persistent=2)
     first = cluster.by_hostname(handle.hostname)
     assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["pid"] == first.proc.pid
     first.stop()
@@ -254,8 +197,7 @@ def test_warm_shutdown_hands_groups_to_another_worker(broker, cluster, uid) -> N
 
 def test_large_msg1_is_not_resent(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ready()
+    redis_cluster.start()
     msg1 = {"device": "state", "id": uid, "blob": "m" * (5 * 1024 * 1024)}
     ref = p.ref(msg1)
     assert len(json.dumps(ref)) < 200
@@ -278,10 +220,8 @@ def test_large_msg1_is_not_resent(redis_app, redis_cluster, uid) -> None:
 
 def test_error_strategy_ignore_keeps_state(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ready()
     msg1 = {"device": "counter", "id": uid, "count": 0}
-    p.start_worker(msg1)
+    redis_cluster.host(msg1)
     assert p.resolve.delay(msg1, {"path": "add", "by": 1, "n": 0}).get(timeout=20)["count"] == 1
     with pytest.raises(TypeError):
         p.resolve.delay(msg1, {"path": "add", "by": "not a number"}).get(timeout=20)
@@ -291,9 +231,7 @@ def test_error_strategy_ignore_keeps_state(redis_app, redis_cluster, uid) -> Non
 
 def test_error_strategy_throw_restarts_from_the_checkpoint(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ordinary_worker()
-    redis_cluster.ready()
+    redis_cluster.start(ordinary=1)
     msg1 = {"device": "state", "id": uid, "count": 0}
     placements = p.metrics.read()["placements"]
     p.start_worker(msg1, {"error_strategy": "throw"})
@@ -311,10 +249,8 @@ def test_error_strategy_throw_restarts_from_the_checkpoint(redis_app, redis_clus
 def test_device_worker_computes_forward_to_a_slot(redis_app, redis_cluster, rdb, uid) -> None:
     """The process-worker pattern: requests name a slot, the worker computes forward."""
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ready()
     msg1 = {"device": "process", "id": uid, "slot": 0, "sum": 0}
-    p.start_worker(msg1)
+    redis_cluster.host(msg1)
     at3 = p.resolve.delay(msg1, {"path": "compute", "slot": 3}).get(timeout=20)
     at5 = p.resolve.delay(msg1, {"path": "compute", "slot": 5}).get(timeout=20)
     at2 = p.resolve.delay(msg1, {"path": "compute", "slot": 2}).get(timeout=20)
@@ -326,10 +262,8 @@ def test_device_worker_computes_forward_to_a_slot(redis_app, redis_cluster, rdb,
 
 def test_stop_worker_lets_the_group_go(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.ready()
     msg1 = {"device": "state", "id": uid, "count": 0}
-    handle = p.start_worker(msg1, {"static_worker": True, "worker_timeout": 600})
+    handle = redis_cluster.host(msg1, {"static_worker": True, "worker_timeout": 600})
     assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["count"] == 0
     busy = [p.resolve.delay(msg1, {"path": "peek", "n": n, "sleep": 0.5}) for n in range(3)]
     assert p.stop_worker(handle.group) is True
@@ -341,8 +275,7 @@ def test_stop_worker_lets_the_group_go(redis_app, redis_cluster, uid) -> None:
 
 def test_rolling_worker_reregisters_and_old_group_is_forwarded(redis_app, redis_cluster, rdb, uid) -> None:
     p = redis_app.persistent
-    worker = redis_cluster.persistent_worker()
-    redis_cluster.ready()
+    [worker] = redis_cluster.start()
     msg1 = {"device": "phased", "id": uid, "phase": 0}
     handle = p.start_worker(msg1)
     assert handle.group == f"ph-{uid}-0"
@@ -360,11 +293,8 @@ def test_rolling_worker_reregisters_and_old_group_is_forwarded(redis_app, redis_
 
 def test_rolling_group_resumes_from_checkpoint_after_sigkill(redis_app, redis_cluster, rdb, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.persistent_worker()
-    redis_cluster.ready()
     msg1 = {"device": "state", "id": uid, "count": 0}
-    handle = p.start_worker(msg1)
+    handle = redis_cluster.host(msg1, persistent=2)
     victim = redis_cluster.by_hostname(handle.hostname)
     results = [p.resolve.delay(msg1, {"path": "add", "by": 1, "n": n, "sleep": 0.2}) for n in range(10)]
     wait_until(lambda: int(rdb.get(ev(rdb, "runs", uid)) or 0) >= 3, message="a few executions")
@@ -377,9 +307,7 @@ def test_rolling_group_resumes_from_checkpoint_after_sigkill(redis_app, redis_cl
 def test_send_task_for_a_hosted_group_runs_on_its_worker(redis_app, redis_cluster, uid) -> None:
     """Requests that bypass apply_async (send_task, beat) still reach the persistent worker."""
     p = redis_app.persistent
-    pworker = redis_cluster.persistent_worker()
-    redis_cluster.ordinary_worker()
-    redis_cluster.ready()
+    [pworker] = redis_cluster.start(ordinary=1)
     msg1 = {"device": "state", "id": uid, "count": 5}
     p.start_worker(msg1, {"static_worker": True})
     results = [redis_app.app.send_task("persistent.resolve", args=[msg1, {"path": "peek", "n": n}]) for n in range(3)]
@@ -390,9 +318,7 @@ def test_send_task_for_a_hosted_group_runs_on_its_worker(redis_app, redis_cluste
 
 def test_drain_moves_groups_including_one_placed_right_after(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker()
-    redis_cluster.persistent_worker()
-    redis_cluster.ready()
+    redis_cluster.start(persistent=2)
     first = p.start_worker({"device": "state", "id": f"{uid}-a", "count": 0}, {"static_worker": True})
     drained = first.hostname
     assert p.drain(drained) is True
@@ -406,10 +332,9 @@ def test_drain_moves_groups_including_one_placed_right_after(redis_app, redis_cl
 
 def test_worker_default_idle_timeout_applies_when_none_is_given(redis_app, redis_cluster, uid) -> None:
     p = redis_app.persistent
-    redis_cluster.persistent_worker("--persistent-timeout", "1")
-    redis_cluster.ready()
     msg1 = {"device": "state", "id": uid, "count": 0}
-    handle = p.start_worker(msg1, {"static_worker": True})  # no worker_timeout: the worker's 1 s
+    # No worker_timeout: the worker's 1 s.
+    handle = redis_cluster.host(msg1, {"static_worker": True}, options=("--persistent-timeout", "1"))
     assert p.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)["count"] == 0
     wait_until(lambda: hosted(p, handle.group) is None, timeout=6, message="release after the worker's 1 s")
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from celery_persistent import LeaderDied
 from tests.conftest import evidence_key
+from tests.e2e.support import LEASE_TTL
 from tests.support import Worker, wait_until
-
-LEASE_TTL = float(os.environ.get("CP_LEASE_TTL", "3"))
 
 
 @pytest.mark.parametrize("pool", ["solo", "prefork"])

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +14,11 @@ from hypothesis import strategies as st
 
 from celery_persistent.grouping import SAFE_NAME, default_group, normalise
 from celery_persistent.messages import message_digest, strip_private
-from tests.test_messages import messages, same
+from tests.support import ROOT
+from tests.unit.test_messages import messages, same
 
 # No per-example deadline: these tests share the machine with worker subprocesses.
 relaxed = settings(deadline=None)
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SAFE_FIRST = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SAFE_REST = SAFE_FIRST + "_.-"

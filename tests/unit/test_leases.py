@@ -13,14 +13,15 @@ import redis
 from celery_persistent.keys import KeySpace
 from celery_persistent.leases import LeaseKeeper
 from celery_persistent.records import RequestRecord
-from celery_persistent.registry import Outcome, Registry, now_ms
+from celery_persistent.protocol import SubmitOutcome
+from celery_persistent.registry import Registry, now_ms
 from tests.conftest import LEASE_TTL
 
 
 @pytest.fixture
 def keeper(registry: Registry) -> Iterator[LeaseKeeper]:
     # A long interval: the background thread beats once when started, then waits.
-    k = LeaseKeeper(lambda: registry, interval=3600)
+    k = LeaseKeeper(registry, interval=3600)
     yield k
     k.stop()
 
@@ -28,7 +29,7 @@ def keeper(registry: Registry) -> Iterator[LeaseKeeper]:
 def lead(registry: Registry, group: str) -> str:
     rec = RequestRecord(id=uuid.uuid4().hex, key="k", task="persistent.resolve", args=[{}, {}], kwargs={})
     sub = registry.submit(group, rec)
-    assert sub.outcome is Outcome.LEADER
+    assert sub.outcome is SubmitOutcome.LEADER
     assert registry.claim(group, sub.token)
     return sub.token
 
@@ -93,7 +94,7 @@ def test_dropped_lease_is_no_longer_renewed(
 
     assert deadline(client, keys, "g-dropped") == past_dropped
     assert deadline(client, keys, "g-kept") > past_kept
-    assert [group for group, _, _ in registry.expired()] == ["g-dropped"]
+    assert [group for group, _ in registry.expired()] == ["g-dropped"]
 
 
 def test_token_for(keeper: LeaseKeeper) -> None:

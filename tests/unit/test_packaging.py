@@ -1,4 +1,4 @@
-"""Packaging: docker/compose.yaml, the configs/ modules and the docs site.
+"""Packaging: docker/compose.yaml and the configs/ modules (the docs site build: tests/e2e).
 
 Nothing here needs Docker: the compose file is parsed, and every command in
 it is checked to resolve to something installed (the ``celery`` console
@@ -14,7 +14,6 @@ import importlib.util
 import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -29,8 +28,8 @@ from celery.app.defaults import DEFAULTS
 from celery_persistent import config as persistent_config
 from celery_persistent.bootstep import WORKER_OPTIONS
 from celery_persistent.config import OPTION_DEFAULTS, Settings, resolve_options
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "compose.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
@@ -213,16 +212,3 @@ def test_production_config_is_json_only_with_bounded_recovery() -> None:
     settings = Settings.from_conf(conf)
     assert settings.lease_ttl < 60
 
-
-# -- docs --------------------------------------------------------------------------------------
-
-
-def test_docs_build_strict(tmp_path: Path) -> None:
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    python = str(venv_python) if venv_python.exists() else sys.executable
-    done = subprocess.run(
-        [python, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "site" / "index.html").is_file()

@@ -10,7 +10,8 @@ import redis
 
 from celery_persistent.keys import KeySpace
 from celery_persistent.records import RequestRecord
-from celery_persistent.registry import Outcome, Registry, Submitted, now_ms
+from celery_persistent.protocol import ExpiredKind, Submitted, SubmitOutcome
+from celery_persistent.registry import Registry, now_ms
 from tests.conftest import LEASE_TTL, QUEUE_TTL
 
 GROUP = "g-test"
@@ -50,7 +51,7 @@ def snapshot(client: redis.Redis, keys: KeySpace, group: str, key_list: list[str
 def lead(registry: Registry, key: str = "k-a", group: str = GROUP) -> tuple[RequestRecord, Submitted]:
     rec = record(key)
     sub = registry.submit(group, rec)
-    assert sub.outcome is Outcome.LEADER
+    assert sub.outcome is SubmitOutcome.LEADER
     return rec, sub
 
 
@@ -63,7 +64,7 @@ def test_first_submit_leads(registry: Registry, client: redis.Redis, keys: KeySp
     sub = registry.submit(GROUP, rec)
     after = now_ms()
 
-    assert sub.outcome is Outcome.LEADER
+    assert sub.outcome is SubmitOutcome.LEADER
     assert sub.other_id == rec.id
     assert registry.owner(GROUP) == {
         "mode": "leader", "token": sub.token, "task_id": rec.id, "key": "k-a", "state": "queued"
@@ -81,8 +82,8 @@ def test_same_key_waits_on_the_leader(registry: Registry, client: redis.Redis, k
 
     first, second = registry.submit(GROUP, w1), registry.submit(GROUP, w2)
 
-    assert (first.outcome, first.other_id) == (Outcome.WAIT, leader.id)
-    assert (second.outcome, second.other_id) == (Outcome.WAIT, leader.id)
+    assert (first.outcome, first.other_id) == (SubmitOutcome.WAIT, leader.id)
+    assert (second.outcome, second.other_id) == (SubmitOutcome.WAIT, leader.id)
     waiting = [RequestRecord.loads(r) for r in client.lrange(keys.waiters(GROUP, "k-a"), 0, -1)]
     assert waiting == [w1.waiter(), w2.waiter()]
     assert all(w.args is None and w.kwargs is None for w in waiting)
@@ -98,20 +99,20 @@ def test_different_key_on_a_busy_group_is_queued(
 
     result = registry.submit(GROUP, queued)
 
-    assert (result.outcome, result.other_id) == (Outcome.QUEUED, leader.id)
+    assert (result.outcome, result.other_id) == (SubmitOutcome.QUEUED, leader.id)
     assert [RequestRecord.loads(r) for r in client.lrange(keys.pending(GROUP), 0, -1)] == [queued]
     assert client.hget(keys.inflight(GROUP), "k-b") == queued.id.encode()
     assert registry.owner(GROUP)["task_id"] == leader.id
     assert registry.owner(GROUP)["token"] == sub.token
     # A request with the queued request's key coalesces onto it, not onto the leader.
     same_as_queued = registry.submit(GROUP, record("k-b"))
-    assert (same_as_queued.outcome, same_as_queued.other_id) == (Outcome.WAIT, queued.id)
+    assert (same_as_queued.outcome, same_as_queued.other_id) == (SubmitOutcome.WAIT, queued.id)
 
 
 def test_groups_are_independent(registry: Registry) -> None:
     lead(registry, "k-a", group="g-one")
     other = registry.submit("g-two", record("k-a"))
-    assert other.outcome is Outcome.LEADER
+    assert other.outcome is SubmitOutcome.LEADER
 
 
 # --- claim and renew ---------------------------------------------------------------
@@ -179,9 +180,9 @@ def test_finish_returns_waiters_and_hands_on_in_fifo_order(
     a_waiters = [record("k-a"), record("k-a")]
     queued = [record("k-b"), record("k-c"), record("k-d")]
     for rec in a_waiters:
-        assert registry.submit(GROUP, rec).outcome is Outcome.WAIT
+        assert registry.submit(GROUP, rec).outcome is SubmitOutcome.WAIT
     for rec in queued:
-        assert registry.submit(GROUP, rec).outcome is Outcome.QUEUED
+        assert registry.submit(GROUP, rec).outcome is SubmitOutcome.QUEUED
     b_waiter = record("k-b")
     assert registry.submit(GROUP, b_waiter).other_id == queued[0].id
 
@@ -246,7 +247,7 @@ def test_finish_of_the_last_request_removes_owner_and_lease(
     assert registry.owner(GROUP) == {}
     # The same key later starts a fresh execution instead of waiting on a finished one.
     again = registry.submit(GROUP, record("k-a"))
-    assert again.outcome is Outcome.LEADER and again.token != sub.token
+    assert again.outcome is SubmitOutcome.LEADER and again.token != sub.token
 
 
 # --- expire ------------------------------------------------------------------------
@@ -257,12 +258,12 @@ def test_expire_requeues_a_request_that_never_started(
 ) -> None:
     leader, sub = lead(registry)
     backdate(client, keys)
-    assert registry.expired() == [(GROUP, sub.token, "k-a")]
+    assert registry.expired() == [(GROUP, sub.token)]
 
     before = now_ms()
     exp = registry.expire(GROUP, sub.token)
 
-    assert exp.kind == "requeue"
+    assert exp.kind is ExpiredKind.REQUEUE
     assert exp.request == leader
     assert exp.token != sub.token
     assert registry.owner(GROUP)["token"] == exp.token
@@ -286,7 +287,7 @@ def test_expire_reports_a_running_leader_dead(
 
     exp = registry.expire(GROUP, sub.token)
 
-    assert exp.kind == "dead"
+    assert exp.kind is ExpiredKind.DEAD
     assert exp.request == leader
     assert registry.owner(GROUP) == {
         "mode": "leader", "token": exp.token, "task_id": leader.id, "key": "k-a", "state": "dead"
@@ -307,7 +308,7 @@ def test_expire_leaves_a_live_lease_alone(registry: Registry, client: redis.Redi
 
     exp = registry.expire(GROUP, sub.token)
 
-    assert exp.kind == "alive"
+    assert exp.kind is ExpiredKind.ALIVE
     assert exp.request is None
     assert snapshot(client, keys, GROUP, ["k-a"]) == before
     assert registry.expired() == []
@@ -320,7 +321,7 @@ def test_expire_with_an_old_token_is_gone(registry: Registry, client: redis.Redi
 
     exp = registry.expire(GROUP, "token-the-reaper-saw-earlier")
 
-    assert exp.kind == "gone"
+    assert exp.kind is ExpiredKind.GONE
     assert exp.request is None
     assert snapshot(client, keys, GROUP, ["k-a"]) == before
     assert registry.owner(GROUP)["token"] == sub.token
@@ -329,7 +330,7 @@ def test_expire_with_an_old_token_is_gone(registry: Registry, client: redis.Redi
 def test_expire_of_a_finished_group_is_gone(registry: Registry, client: redis.Redis, keys: KeySpace) -> None:
     _, sub = lead(registry)
     registry.finish(GROUP, "k-a", sub.token)
-    assert registry.expire(GROUP, sub.token).kind == "gone"
+    assert registry.expire(GROUP, sub.token).kind is ExpiredKind.GONE
     assert client.exists(keys.owner(GROUP)) == 0
     assert lease(client, keys) is None
 
@@ -367,12 +368,12 @@ def test_fifty_concurrent_submits_of_one_key_elect_one_leader(
 
     results = submit_concurrently(registry, records)
 
-    leaders = [rec for rec, res in zip(records, results, strict=True) if res.outcome is Outcome.LEADER]
+    leaders = [rec for rec, res in zip(records, results, strict=True) if res.outcome is SubmitOutcome.LEADER]
     assert len(leaders) == 1
     leader = leaders[0]
-    others = [res for res in results if res.outcome is not Outcome.LEADER]
+    others = [res for res in results if res.outcome is not SubmitOutcome.LEADER]
     assert len(others) == 49
-    assert all(res.outcome is Outcome.WAIT and res.other_id == leader.id for res in others)
+    assert all(res.outcome is SubmitOutcome.WAIT and res.other_id == leader.id for res in others)
     waiting = {RequestRecord.loads(r).id for r in client.lrange(keys.waiters(GROUP, "k-same"), 0, -1)}
     assert waiting == {rec.id for rec in records} - {leader.id}
     assert registry.owner(GROUP)["task_id"] == leader.id
@@ -386,8 +387,8 @@ def test_fifty_concurrent_submits_of_different_keys_queue_behind_one_leader(
     results = submit_concurrently(registry, records)
 
     outcomes = [res.outcome for res in results]
-    assert outcomes.count(Outcome.LEADER) == 1
-    assert outcomes.count(Outcome.QUEUED) == 49
-    leader_id = next(res.other_id for res in results if res.outcome is Outcome.LEADER)
+    assert outcomes.count(SubmitOutcome.LEADER) == 1
+    assert outcomes.count(SubmitOutcome.QUEUED) == 49
+    leader_id = next(res.other_id for res in results if res.outcome is SubmitOutcome.LEADER)
     assert all(res.other_id == leader_id for res in results)
     assert client.llen(keys.pending(GROUP)) == 49

@@ -32,10 +32,10 @@ def put(persistent, stored: list[str], msg: Any) -> Ref:
 def fresh_store(persistent, cache_bytes: int = 64 << 20) -> MessageStore:
     """Another process's view of the same store: same Redis and keys, empty cache."""
     return MessageStore(
-        lambda: persistent.redis,
-        lambda: persistent.keys,
-        lambda: persistent.settings.max_message_bytes,
-        lambda: persistent.settings.store_ttl,
+        persistent.redis,
+        persistent.keys,
+        persistent.settings.max_message_bytes,
+        persistent.settings.store_ttl,
         cache_bytes=cache_bytes,
     )
 

@@ -1,0 +1,62 @@
+"""start_hosted.lua: fence one hosted request before it runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lua.support import record
+
+GROUP = "g"
+TOKEN = "host-tok"
+NOW = 55_000
+
+
+def start(scripts, ks, task_id, token=TOKEN):
+    return scripts["start_hosted"](keys=[ks.owner(GROUP), ks.hosted_records(GROUP)], args=[token, task_id, NOW])
+
+
+@pytest.fixture
+def hosted(db, ks):
+    db.hset(ks.owner(GROUP), mapping={"mode": "hosted", "token": TOKEN, "host": "w1", "last": "100"})
+    db.hset(ks.hosted_records(GROUP), mapping={"a": record("a", "k"), "b": record("b", "k2")})
+
+
+def test_the_host_starts_an_accepted_request(db, ks, scripts, hosted):
+    assert start(scripts, ks, "a") == 1
+
+    assert db.hgetall(ks.owner(GROUP)) == {
+        "mode": "hosted", "token": TOKEN, "host": "w1", "last": str(NOW), "running": "a",
+    }
+    assert db.hgetall(ks.hosted_records(GROUP)) == {"a": record("a", "k"), "b": record("b", "k2")}
+
+
+def test_the_next_request_replaces_the_running_one(db, ks, scripts, hosted):
+    assert start(scripts, ks, "a") == 1
+    assert start(scripts, ks, "b") == 1
+
+    assert db.hget(ks.owner(GROUP), "running") == "b"
+
+
+def test_an_unknown_task_id_is_not_started(ks, scripts, state, hosted):
+    """Finished already (its record is gone), or taken to another group."""
+    before = state()
+
+    assert start(scripts, ks, "zzz") == 0
+
+    assert state() == before
+
+
+def test_a_stale_token_changes_nothing(ks, scripts, state, hosted):
+    before = state()
+
+    assert start(scripts, ks, "a", token="old-host-tok") == 0
+
+    assert state() == before
+
+
+def test_a_group_without_owner_is_not_started(db, ks, scripts):
+    db.hset(ks.hosted_records(GROUP), "a", record("a", "k"))
+
+    assert start(scripts, ks, "a") == 0
+
+    assert not db.exists(ks.owner(GROUP))

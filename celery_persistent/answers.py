@@ -14,7 +14,9 @@ from typing import Any
 
 from celery import Celery, signature, states
 from celery.backends.redis import RedisBackend
+from kombu.utils import json
 
+from .errors import PersistentError
 from .events import Events
 from .records import RequestRecord
 
@@ -36,6 +38,42 @@ class Answerer:
 
     def is_answered(self, task_id: str) -> bool:
         return is_answered(self.app, task_id)
+
+    def unanswered(self, records: Iterable[RequestRecord]) -> list[RequestRecord]:
+        """The records without a final state yet (a recovery answers only these)."""
+        return [record for record in records if not self.is_answered(record.id)]
+
+    def store_own(self, task_id: str, outcome: Any) -> None:
+        """Store an executing request's own outcome before its group moves on.
+
+        The tracer stores it again when the task returns (Celery never
+        overwrites a SUCCESS) and runs its links and chord part; storing it
+        first means a process that dies in between loses no answer.
+        """
+        state = states.FAILURE if isinstance(outcome, BaseException) else states.SUCCESS
+        self.app.backend.store_result(task_id, outcome, state)
+
+    def stored_outcome(self, task_id: str) -> Any:
+        """What the backend holds for ``task_id``: its Msg3, its error, or None (no final state)."""
+        result = self.app.AsyncResult(task_id)
+        if result.state == states.SUCCESS:
+            return result.result
+        if result.state in states.PROPAGATE_STATES:
+            error = result.result
+            return error if isinstance(error, BaseException) else PersistentError(str(error))
+        return None
+
+    def encode_outcome(self, outcome: Any) -> str:
+        """An outcome as text for a delivery: the value, or the error as the backend records it."""
+        if isinstance(outcome, BaseException):
+            return str(json.dumps({"error": self.app.backend.prepare_exception(outcome, "json")}))
+        return str(json.dumps({"value": outcome}))
+
+    def decode_outcome(self, raw: str) -> Any:
+        data = json.loads(raw)
+        if "error" in data:
+            return self.app.backend.exception_to_python(data["error"])
+        return data["value"]
 
 
 def answer(app: Celery, records: Iterable[RequestRecord], outcome: Any) -> list[tuple[RequestRecord, Any]]:

@@ -17,6 +17,7 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import Ignore
 
+from . import faults
 from .answers import Answerer
 from .dispatch import Dispatcher
 from .errors import PersistentError
@@ -65,7 +66,7 @@ class Coalescer:
         else:
             group, token = self._register_at_start(task, plan, args)
             plan = replace(plan, group=group)
-        return self.lead(plan, token)
+        return self.lead(plan, token, task.request.id)
 
     def _register_at_start(self, task: Any, plan: Plan, args: list[Any]) -> tuple[str, str]:
         """For requests that bypassed apply_async (send_task, beat)."""
@@ -93,21 +94,41 @@ class Coalescer:
         self.registry.claim(group, submitted.token)
         return group, submitted.token
 
-    def lead(self, plan: Plan, token: str) -> Any:
-        """Execute as the group's leader, then answer waiters and hand on."""
+    def lead(self, plan: Plan, token: str, task_id: str = "") -> Any:
+        """Execute as the group's leader, then answer waiters and hand on.
+
+        The leader's own outcome is stored before the group moves on (its
+        tracer stores it again and runs its links): a process that dies
+        after that point leaves an answer for its caller, and the reaper
+        gives the same outcome to its waiters.
+        """
         assert plan.group is not None
         self.keeper.hold(plan.group, token)
         try:
             msg3 = self.execute(plan)
+        except Exception as exc:
+            self._store_own(task_id, exc)
+            self.dispatcher.complete(plan.group, plan.key, token, exc, executed=True)
+            raise
         except BaseException as exc:
             self.dispatcher.complete(plan.group, plan.key, token, exc, executed=True)
             raise
         finally:
             self.keeper.drop(token)
+        faults.point("after-execute")
+        self._store_own(task_id, msg3)
         if plan.opts["spawn_worker"] and self.spawn(plan, token, msg3):
             return msg3
         self.dispatcher.complete(plan.group, plan.key, token, msg3, executed=True)
         return msg3
+
+    def _store_own(self, task_id: str, outcome: Any) -> None:
+        if not task_id:
+            return
+        try:
+            self.answer.store_own(task_id, outcome)
+        except Exception:  # the tracer stores it too; the waiters must still be answered
+            logger.warning("could not store the outcome of %s ahead of its tracer", task_id, exc_info=True)
 
     def spawn(self, plan: Plan, token: str, msg3: Any) -> bool:
         """spawn_worker: a persistent worker takes the group, holding Msg3.

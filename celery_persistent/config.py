@@ -90,6 +90,11 @@ class Settings:
         return min(self.lease_ttl / 3, self.reap_interval)
 
     @property
+    def heartbeat_ttl(self) -> float:
+        """How long a silent persistent worker still counts as live for placement: three missed beats."""
+        return min(self.lease_ttl, max(3 * self.beat_interval, 1.0))
+
+    @property
     def default_worker_timeout(self) -> float:
         return self.worker_timeout if self.worker_timeout is not None else DEFAULT_WORKER_TIMEOUT
 

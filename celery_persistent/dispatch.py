@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
+from . import faults
 from .answers import Answerer
 from .errors import PersistentError
 from .execution import recursion_error
@@ -78,6 +79,7 @@ class Dispatcher:
             return self.publish_hosted(task, record, group, submitted.queue, submitted.ref, options)
         if submitted.outcome is not SubmitOutcome.LEADER:
             return task.AsyncResult(task_id)
+        faults.point("after-submit")
         try:
             return self.publish(record, group, submitted.token, options)
         except Exception as exc:
@@ -138,14 +140,22 @@ class Dispatcher:
         return task.publish(record.args, record.id, header, dict(options or record.options))
 
     def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False) -> int:
-        """Release the group (holder only), answer its waiters, publish the next."""
+        """Release the group (holder only), answer its waiters, publish the next.
+
+        ``finish`` keeps the waiters and the next request as a delivery until
+        this is done, so a process that dies in between leaves them to the
+        reaper instead of losing them.
+        """
         finished = self.registry.finish(group, key, token, executed=executed)
         if finished.stale:
             logger.warning("group %s was taken over before its leader finished", group)
             return 0
+        faults.point("after-finish")
         answered = self.answer(finished.waiters, outcome)
         if finished.next_request is not None:
             self.publish_next(group, finished.next_request, finished.next_token)
+        if finished.delivery:
+            self.registry.delivered(finished.delivery)
         return answered
 
     def publish_next(self, group: str, record: RequestRecord, token: str) -> None:

@@ -38,6 +38,23 @@ class KeySpace:
         """HASH: id -> record of those requests (to run them again after a crash)."""
         return f"{self.prefix}:{{{group}}}:hr"
 
+    def delivery(self, group: str, token: str) -> str:
+        """HASH: an execution's answers still to be delivered (outcome, its own record, next request).
+
+        Written in the same script that finishes the execution, deleted once
+        every caller is answered: a process that dies in between leaves it
+        for the reaper (``deliveries``).
+        """
+        return f"{self.prefix}:{{{group}}}:delivery:{token}"
+
+    def delivery_waiters(self, group: str, token: str) -> str:
+        """LIST: the waiter records of that delivery (the waiters list, renamed)."""
+        return f"{self.prefix}:{{{group}}}:delivery:{token}:waiters"
+
+    def deliveries(self) -> str:
+        """ZSET: "<group> <token>" of pending deliveries -> deadline (ms, server clock)."""
+        return f"{self.prefix}:deliveries"
+
     def group_keys(self, group: str, key: str) -> list[str]:
         """The KEYS list of submit."""
         return [

@@ -339,7 +339,7 @@ class Wiring:
         dispatcher = Dispatcher(app, registry, store, answer, settings.inline_bytes)
         placer = Placer(app, registry, store, planner, dispatcher, settings.queue_prefix)
         coalescer = Coalescer(app, registry, store, runtime.keeper, runtime.metrics, answer, dispatcher, placer)
-        reaper = Reaper(registry, runtime.metrics, answer, dispatcher, placer)
+        reaper = Reaper(registry, store, runtime.metrics, answer, dispatcher, placer)
         return cls(runtime, planner, answer, dispatcher, placer, coalescer, reaper)
 
 

@@ -102,6 +102,29 @@ class Finished:
     next_request: RequestRecord | None = None
     next_token: str = ""
     waiters: list[RequestRecord] = field(default_factory=list)
+    delivery: str = ""  # member of the delivery left until every caller is answered ("" if none)
+    gone: bool = False  # finish_hosted: the request was finished or withdrawn already
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Answers an execution owed when its process died (taken over by the reaper).
+
+    The outcome is, in this order of preference: ``outcome`` (encoded by
+    ``outcomes.encode_outcome``), the checkpoint ``ref`` (a rolling group's
+    Msg3), or the result stored for ``leader`` in the result backend.
+    """
+
+    member: str
+    group: str
+    leader: str
+    next_request: RequestRecord | None
+    next_token: str
+    own: RequestRecord | None  # a hosted request's own record: it is answered like a waiter
+    outcome: str
+    ref: str
+    device: str
+    waiters: list[RequestRecord]
 
 
 class ExpiredKind(str, Enum):

@@ -1,39 +1,54 @@
-"""The reaper: groups whose lease ran out are recovered, never left stuck.
+"""The reaper: groups whose lease ran out, and answers whose writer died, are recovered.
 
 Every worker with the plugin reaps on its lease beat, so recovery does not
-depend on any one process surviving.  A leader that never started is
-published again; one that died while running is answered ``LeaderDied``
-with its waiters, and the group is handed on; a dead persistent worker's
-group is placed on another worker (``Placer.recover``).
+depend on any one process surviving.  An expired lease means:
+
+- a leader that never started: it is published again, unless its caller
+  already has a final state (a prefork child lost before it started is
+  answered ``WorkerLostError`` by Celery): then that is the request's one
+  outcome, and its waiters get the same;
+- a leader that died while running: its waiters get the outcome it stored
+  before dying, or ``LeaderDied``, and the group is handed on;
+- a dead persistent worker's group: placement finds it another worker.
+
+A delivery past its deadline (see ``finish.lua``) means the process died
+after the execution's outcome was recorded but before every caller had it:
+the reaper answers the rest with that outcome and publishes the next request.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from .answers import Answerer
 from .dispatch import Dispatcher
 from .errors import LeaderDied
 from .metrics import Metrics
 from .placement import Placer
-from .protocol import ExpiredKind
+from .protocol import Delivery, ExpiredKind
 from .records import RequestRecord
 from .registry import Registry
+from .store import REF_KEY, MessageStore, Ref
 
 logger = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, registry: Registry, metrics: Metrics, answer: Answerer, dispatcher: Dispatcher,
-                 placer: Placer) -> None:
-        self.answer = answer
+    def __init__(self, registry: Registry, store: MessageStore, metrics: Metrics, answer: Answerer,
+                 dispatcher: Dispatcher, placer: Placer) -> None:
         self.registry = registry
+        self.store = store
         self.metrics = metrics
+        self.answer = answer
         self.dispatcher = dispatcher
         self.placer = placer
 
     def reap(self) -> int:
-        """Recover groups whose lease expired; return how many."""
+        """Recover expired leases and overdue deliveries; return how many."""
+        return self._reap_leases() + self._reap_deliveries()
+
+    def _reap_leases(self) -> int:
         recovered = 0
         for group, token in self.registry.expired():
             expired = self.registry.expire(group, token)
@@ -46,27 +61,58 @@ class Reaper:
                 continue
             recovered += 1
             self.metrics.incr("recoveries")
-            if expired.kind is ExpiredKind.REQUEUE:
+            settled = self.answer.stored_outcome(expired.request.id)
+            if expired.kind is ExpiredKind.REQUEUE and settled is None:
                 logger.warning("re-publishing request %s of group %s: never started in time",
                                expired.request.id, group)
                 self.dispatcher.publish_next(group, expired.request, expired.token)
-            elif expired.kind is ExpiredKind.DEAD:
-                self._bury(group, expired.request, expired.token)
+            else:
+                self._bury(group, expired.request, expired.token, settled)
         return recovered
 
-    def _bury(self, group: str, leader: RequestRecord, token: str) -> None:
-        error = LeaderDied(
-            f"the execution of group {group} (request {leader.id}) was lost: "
-            "its lease expired without renewal",
-            group,
-            leader.id,
-        )
-        logger.error("%s", error)
+    def _bury(self, group: str, leader: RequestRecord, token: str, settled: Any) -> None:
+        """End a leader that will not run (again): one outcome for it and its waiters, then hand on."""
+        outcome = settled
+        if outcome is None:
+            outcome = LeaderDied(
+                f"the execution of group {group} (request {leader.id}) was lost: "
+                "its lease expired without renewal",
+                group,
+                leader.id,
+            )
+            logger.error("%s", outcome)
         finished = self.registry.finish(group, leader.key, token)
         if finished.stale:
             return
-        if not self.answer.is_answered(leader.id):
-            self.answer([leader.waiter()], error)
-        self.answer(finished.waiters, error)
+        self.answer(self.answer.unanswered([leader.waiter(), *finished.waiters]), outcome)
         if finished.next_request is not None:
             self.dispatcher.publish_next(group, finished.next_request, finished.next_token)
+        if finished.delivery:
+            self.registry.delivered(finished.delivery)
+
+    def _reap_deliveries(self) -> int:
+        recovered = 0
+        for member in self.registry.due_deliveries():
+            delivery = self.registry.take_delivery(member)
+            if delivery is None:
+                continue
+            recovered += 1
+            self.metrics.incr("recoveries")
+            logger.warning("completing the answers of %s in group %s: their process died", member, delivery.group)
+            own = [delivery.own] if delivery.own is not None else []
+            self.answer(self.answer.unanswered([*own, *delivery.waiters]), self._outcome(delivery))
+            if delivery.next_request is not None:
+                self.dispatcher.publish_next(delivery.group, delivery.next_request, delivery.next_token)
+            self.registry.delivered(member)
+        return recovered
+
+    def _outcome(self, delivery: Delivery) -> Any:
+        if delivery.outcome:
+            return self.answer.decode_outcome(delivery.outcome)
+        if delivery.ref:
+            return self.store.get(Ref({REF_KEY: delivery.ref, "device": delivery.device}))
+        stored = self.answer.stored_outcome(delivery.leader) if delivery.leader else None
+        if stored is not None:
+            return stored
+        return LeaderDied(f"the execution of group {delivery.group} (request {delivery.leader}) was lost "
+                          "before its outcome was stored", delivery.group, delivery.leader)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -20,6 +20,7 @@ from .inbox import place as place_command
 from .keys import KeySpace
 from .protocol import (
     Adopted,
+    Delivery,
     Expired,
     ExpiredKind,
     Finished,
@@ -37,11 +38,22 @@ from .records import RequestRecord
 
 
 def now_ms() -> int:
+    """This host's clock, in ms: for display only; leases use the Redis server's clock."""
     return int(time.time() * 1000)
 
 
 def new_token() -> str:
     return uuid.uuid4().hex
+
+
+def delivery_member(group: str, token: str) -> str:
+    """The deliveries ZSET member of one delivery: a space never occurs in a group name or token."""
+    return f"{group} {token}"
+
+
+def parse_member(member: str) -> tuple[str, str]:
+    group, _, token = member.partition(" ")
+    return group, token
 
 
 def _text(value: Any) -> str:
@@ -53,14 +65,17 @@ class Registry:
 
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
-        "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take",
+        "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
     )
 
-    def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float):
+    def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
+                 heartbeat_ttl: float | None = None):
         self.client = client
         self.keys = keys
         self.lease_ms = int(lease_ttl * 1000)
         self.queue_ms = int(queue_ttl * 1000)
+        # A persistent worker beats every beat interval; placement skips one silent for longer than this.
+        self.heartbeat_ms = int((heartbeat_ttl if heartbeat_ttl is not None else lease_ttl) * 1000)
         package = resources.files(__package__) / "lua"
         self._scripts = {
             name: client.register_script((package / f"{name}.lua").read_text("utf-8"))
@@ -76,7 +91,7 @@ class Registry:
         token = new_token()
         keys = self.keys.group_keys(group, record.key)
         args: list[Any] = [group, record.key, record.id, token, record.waiter().dumps(), record.dumps(),
-                           now_ms() + self.queue_ms, flags]
+                           self.queue_ms, flags]
         if host_group is not None and host_group != group:
             keys += self.keys.group_keys(host_group, record.key)
             args.append(host_group)
@@ -88,21 +103,25 @@ class Registry:
             return Submitted(outcome, token, target=reply[1], group=registered)
         return Submitted(outcome, token, other_id=reply[1] if len(reply) > 2 else "", group=registered)
 
+    def server_ms(self) -> int:
+        """The Redis server's clock, which every lease deadline is measured on."""
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
     def claim(self, group: str, token: str) -> bool:
         """Mark the leader as running; False means this copy is stale."""
         keys = [self.keys.owner(group), self.keys.leases()]
-        return bool(self._scripts["claim"](keys=keys, args=[group, token, now_ms() + self.lease_ms]))
+        return bool(self._scripts["claim"](keys=keys, args=[group, token, self.lease_ms]))
 
     def renew(self, leases: list[tuple[str, str]]) -> list[bool]:
         """Renew many (group, token) leases in one round trip."""
         if not leases:
             return []
-        deadline = now_ms() + self.lease_ms
         pipe = self.client.pipeline(transaction=False)
         for group, token in leases:
             self._scripts["renew"](
                 keys=[self.keys.owner(group), self.keys.leases()],
-                args=[group, token, deadline],
+                args=[group, token, self.lease_ms],
                 client=pipe,
             )
         return [bool(r) for r in pipe.execute()]
@@ -111,23 +130,28 @@ class Registry:
         """Release the group (holder only), take the waiters, hand it on.
 
         ``keep`` releases only the key: the group stays with the token, for a
-        persistent worker to take over (``spawn_worker``).
+        persistent worker to take over (``spawn_worker``).  With waiters or a
+        next request, a delivery is left until ``delivered`` (see deliver.lua).
         """
         next_token = new_token()
+        member = delivery_member(group, token)
         keys = self.keys.group_keys(group, key)
         reply = self._scripts["finish"](
-            keys=[*keys[:5], self.keys.metrics()],
-            args=[group, key, token, next_token, now_ms() + self.queue_ms, "keep" if keep else "",
-                  "1" if executed else ""],
+            keys=[*keys[:5], self.keys.metrics(), self.keys.delivery(group, token),
+                  self.keys.delivery_waiters(group, token), self.keys.deliveries()],
+            args=[group, key, token, next_token, self.queue_ms, "keep" if keep else "",
+                  "1" if executed else "", self.lease_ms, member],
         )
         if _text(reply[0]) == "stale":
             return Finished(stale=True)
         raw_next = reply[1]
+        waiters = [RequestRecord.loads(w) for w in reply[2:]]
         return Finished(
             stale=False,
             next_request=RequestRecord.loads(raw_next) if raw_next else None,
             next_token=next_token,
-            waiters=[RequestRecord.loads(w) for w in reply[2:]],
+            waiters=waiters,
+            delivery=member if waiters or raw_next else "",
         )
 
     def take_waiters(self, group: str, key: str) -> list[RequestRecord]:
@@ -144,7 +168,7 @@ class Registry:
         A lease whose owner hash is gone is returned with an empty token:
         ``expire`` removes it (in its script, so this read never writes).
         """
-        groups = self.client.zrangebyscore(self.keys.leases(), "-inf", now_ms(), start=0, num=limit)
+        groups = self.client.zrangebyscore(self.keys.leases(), "-inf", self.server_ms(), start=0, num=limit)
         if not groups:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -159,7 +183,7 @@ class Registry:
         fresh = new_token()
         reply = self._scripts["expire"](
             keys=[self.keys.owner(group), self.keys.leases()],
-            args=[group, token, now_ms(), fresh, now_ms() + self.queue_ms],
+            args=[group, token, fresh, self.queue_ms],
         )
         kind = ExpiredKind(_text(reply[0]))
         has_request = kind in (ExpiredKind.REQUEUE, ExpiredKind.DEAD) and len(reply) > 1 and reply[1]
@@ -187,8 +211,8 @@ class Registry:
                   self.keys.pending(g), self.keys.hosted_ids(g), self.keys.hosted_records(g),
                   self.keys.worker(where.host)],
             args=[g, token, where.host, where.queue, where.ref, "1" if where.static else "0", where.timeout,
-                  now_ms() + 3 * self.lease_ms, expect, where.device, now_ms(), where.size,
-                  where.error_strategy, place_command(g).encode()],
+                  self.lease_ms, expect, where.device, where.size, where.error_strategy,
+                  place_command(g).encode()],
         )
         status, rest = PlaceStatus(_text(reply[0])), [_text(x) for x in reply[1:]]
         if status is PlaceStatus.EXISTS:
@@ -200,7 +224,7 @@ class Registry:
     def adopt(self, group: str, host: str) -> Adopted | None:
         keys = [self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group),
                 self.keys.hosted_records(group)]
-        reply = self._scripts["adopt"](keys=keys, args=[group, host, now_ms() + self.lease_ms])
+        reply = self._scripts["adopt"](keys=keys, args=[group, host, self.lease_ms])
         if _text(reply[0]) != "ok":
             return None
         token, queue, ref, static, timeout, device, size, errors = (_text(x) for x in reply[1:9])
@@ -210,17 +234,54 @@ class Registry:
 
     def start_hosted(self, group: str, token: str, task_id: str) -> bool:
         keys = [self.keys.owner(group), self.keys.hosted_records(group)]
-        return bool(self._scripts["start_hosted"](keys=keys, args=[token, task_id, now_ms()]))
+        return bool(self._scripts["start_hosted"](keys=keys, args=[token, task_id]))
 
-    def finish_hosted(self, group: str, token: str, key: str, task_id: str,
-                      new_ref: str = "", size: int = 0) -> list[RequestRecord] | None:
-        """Waiters of a finished hosted request; None if another host owns the group."""
+    def finish_hosted(self, group: str, token: str, key: str, task_id: str, outcome: str,
+                      new_ref: str = "", size: int = 0) -> Finished:
+        """Finish a hosted request: its waiters, and a delivery of its outcome (``outcome`` encoded,
+        or "" when it is the new checkpoint ``new_ref``).  ``stale``: another host owns the group;
+        ``gone``: the request was finished or withdrawn already."""
+        member = delivery_member(group, task_id)
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.waiters(group, key),
-                self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.metrics()]
-        reply = self._scripts["finish_hosted"](keys=keys, args=[token, key, task_id, new_ref, now_ms(), size])
-        if _text(reply[0]) == "stale":
+                self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.metrics(),
+                self.keys.delivery(group, task_id), self.keys.delivery_waiters(group, task_id),
+                self.keys.deliveries()]
+        reply = self._scripts["finish_hosted"](
+            keys=keys, args=[token, key, task_id, new_ref, size, outcome, self.lease_ms, member])
+        status = _text(reply[0])
+        if status != "done":
+            return Finished(stale=status == "stale", gone=status == "gone")
+        return Finished(stale=False, waiters=[RequestRecord.loads(w) for w in reply[1:]], delivery=member)
+
+    def delivered(self, member: str) -> None:
+        """Every caller of a delivery is answered: forget it."""
+        group, token = parse_member(member)
+        self._scripts["deliver"](
+            keys=[self.keys.delivery(group, token), self.keys.delivery_waiters(group, token),
+                  self.keys.deliveries()],
+            args=[member, "done"])
+
+    def due_deliveries(self, limit: int = 100) -> list[str]:
+        """Members of deliveries past their deadline (their writer died); reads only."""
+        found = self.client.zrangebyscore(self.keys.deliveries(), "-inf", self.server_ms(), start=0, num=limit)
+        return [_text(m) for m in found]
+
+    def take_delivery(self, member: str) -> Delivery | None:
+        """Take over a due delivery (re-leased to this caller for one lease); None if settled or not due."""
+        group, token = parse_member(member)
+        reply = self._scripts["deliver"](
+            keys=[self.keys.delivery(group, token), self.keys.delivery_waiters(group, token),
+                  self.keys.deliveries()],
+            args=[member, "take", self.lease_ms])
+        if _text(reply[0]) != "taken":
             return None
-        return [RequestRecord.loads(w) for w in reply[1:]]
+        leader, raw_next, next_token, own, outcome, ref, device = (_text(x) for x in reply[1:8])
+        return Delivery(
+            member=member, group=group, leader=leader,
+            next_request=RequestRecord.loads(raw_next) if raw_next else None, next_token=next_token,
+            own=RequestRecord.loads(own) if own else None, outcome=outcome, ref=ref, device=device,
+            waiters=[RequestRecord.loads(w) for w in reply[8:]],
+        )
 
     def unhost(self, group: str, token: str, force: bool = False) -> Unhosted:
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.leases(), self.keys.hosts(),
@@ -232,7 +293,7 @@ class Registry:
         fresh = new_token()
         keys = [self.keys.owner(old), self.keys.owner(new), self.keys.leases(), self.keys.hosts()]
         reply = self._scripts["rename"](keys=keys, args=[old, new, token, fresh, new_queue,
-                                                         now_ms() + self.lease_ms, now_ms()])
+                                                         self.lease_ms])
         return RenameStatus(_text(reply[0])), fresh
 
     def take(self, group: str) -> list[RequestRecord]:
@@ -247,7 +308,7 @@ class Registry:
 
     def live_workers(self) -> list[tuple[str, int]]:
         """(hostname, hosted group count) of persistent workers that take new groups."""
-        names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), now_ms(), "+inf")]
+        names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), self.server_ms(), "+inf")]
         if not names:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -261,7 +322,7 @@ class Registry:
 
     def worker_info(self) -> list[dict[str, Any]]:
         """Live persistent workers with what they last reported (reads only)."""
-        names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), now_ms(), "+inf")]
+        names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), self.server_ms(), "+inf")]
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.worker(name))
@@ -273,12 +334,9 @@ class Registry:
         return out
 
     def heartbeat(self, hostname: str, info: dict[str, int]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.keys.workers(), {hostname: now_ms() + self.lease_ms})
-        # cast: redis-py types the mapping's key as an invariant union of its own.
-        pipe.hset(self.keys.worker(hostname), mapping=cast(Any, info))
-        pipe.pexpire(self.keys.worker(hostname), 3 * self.lease_ms)
-        pipe.execute()
+        fields = [item for pair in info.items() for item in pair]
+        self._scripts["heartbeat"](keys=[self.keys.workers(), self.keys.worker(hostname)],
+                                   args=[hostname, self.heartbeat_ms, 3 * self.lease_ms, *fields])
 
     def leave(self, hostname: str) -> None:
         pipe = self.client.pipeline(transaction=False)

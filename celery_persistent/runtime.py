@@ -38,7 +38,8 @@ class Runtime:
         """Wire the parts from ``settings``; ``client`` defaults to one for ``settings.redis_url``."""
         client = client if client is not None else redis.Redis.from_url(settings.redis_url)
         keys = KeySpace(settings.key_prefix)
-        registry = Registry(client, keys, settings.lease_ttl, settings.queue_ttl)
+        registry = Registry(client, keys, settings.lease_ttl, settings.queue_ttl,
+                            heartbeat_ttl=settings.heartbeat_ttl)
         return cls(
             settings=settings,
             client=client,

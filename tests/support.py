@@ -47,11 +47,11 @@ class Cluster:
         self.logdir = logdir
         self.workers: list[Worker] = []
 
-    def persistent_worker(self, *extra: str) -> Worker:
+    def persistent_worker(self, *extra: str, env: dict[str, str] | None = None) -> Worker:
         # -Q names a queue nobody sends to: the worker consumes only group queues.
         queue = f"{os.environ.get('CP_QUEUE', 'cptest')}-unused"
         return self._add(Worker(app=self.app_module, pool="solo", logdir=self.logdir,
-                                extra=["--persistent", "-Q", queue, *extra]))
+                                extra=["--persistent", "-Q", queue, *extra], env=env))
 
     def ordinary_worker(self, pool: str = "prefork", concurrency: int = 2) -> Worker:
         return self._add(Worker(app=self.app_module, pool=pool, concurrency=concurrency, logdir=self.logdir))

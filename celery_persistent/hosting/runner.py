@@ -17,6 +17,7 @@ from typing import Any
 
 from celery.exceptions import Ignore
 
+from .. import faults
 from ..answers import Answerer
 from ..errors import InvalidMessage, PersistentError
 from ..execution import execute, recursion_error
@@ -60,19 +61,20 @@ class Runner:
             logger.info("skipping %s for group %s: not hosted here or already done", task_id, group)
             raise Ignore()
         outcome = self._execute(h, msg2, opts, tuple(header.get("stack") or ()))
-        self._finish(h, group, str(header.get("key")), task_id, outcome)
+        faults.point("after-execute-hosted")
+        # The tracer answers this request itself (links, chord) when the task returns.
+        outcome = self._finish(h, group, str(header.get("key")), task_id, outcome, own=None)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def run_record(self, h: Hosted, record: RequestRecord) -> None:
-        """Run an accepted request from its stored record (recovery, hand-off)."""
+        """Run an accepted request from its stored record (recovery, hand-off): no tracer answers it."""
         args = list(record.args or [])
         msg2 = args[1] if len(args) > 1 else None
         opts = args[2] if len(args) > 2 else None
         outcome = self._execute(h, msg2, opts, tuple(record.stack))
-        self._finish(h, h.group, record.key, record.id, outcome)
-        self.answer([record.waiter()], outcome)
+        self._finish(h, h.group, record.key, record.id, outcome, own=record)
 
     def _execute(self, h: Hosted, msg2: Any, opts: Any, stack: tuple[str, ...]) -> Any:
         """Msg3, or the exception the execution raised (never raises itself)."""
@@ -92,32 +94,51 @@ class Runner:
             h.executions += 1
             self.busy = False
 
-    def _finish(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any) -> None:
+    def _finish(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any,
+                own: RequestRecord | None) -> Any:
+        """Record the outcome, then answer: the request itself (``own``, else its tracer will) and its waiters.
+
+        A rolling group's new state is checkpointed first and becomes the group's
+        state in the same script that takes the waiters (``finish_hosted``), which
+        also keeps the answers as a delivery until they are all given: a crash at
+        any point after the device returned loses neither the state nor an answer.
+        Returns the outcome (an error if the state could not be checkpointed).
+        """
         failed = isinstance(outcome, BaseException)
         new_ref, size = "", 0
         if not failed and not h.static:
             try:
-                new_ref, size = self._roll(h, outcome)
+                new_ref, size = self._checkpoint(outcome)
             except PersistentError as exc:
                 outcome, failed = exc, True
-        waiters = self.registry.finish_hosted(group, h.token_for(group), key, task_id, new_ref, size)
-        if waiters is None:
-            logger.warning("group %s changed owner while %s ran", group, task_id)
-            return
-        self.answer(waiters, outcome)
+        encoded = "" if new_ref else self.answer.encode_outcome(outcome)
+        finished = self.registry.finish_hosted(group, h.token_for(group), key, task_id, encoded, new_ref, size)
+        if finished.stale or finished.gone:
+            logger.warning("request %s of group %s finished after %s", task_id, group,
+                           "the group changed owner" if finished.stale else "it was withdrawn")
+            return outcome
+        faults.point("after-finish-hosted")
+        if new_ref:
+            self.cache.put(h, outcome, new_ref, size)
+        if own is None:
+            self.answer.store_own(task_id, outcome)
+        else:
+            self.answer([own.waiter()], outcome)
+        self.answer(finished.waiters, outcome)
+        self.registry.delivered(finished.delivery)
         if failed and h.error_strategy == "throw" and not h.releasing:
             h.releasing = True
             self.queues.soon(lambda: self.on_throw(h))
         if new_ref:
             self._maybe_rename(h)
+        return outcome
 
-    def _roll(self, h: Hosted, msg3: Any) -> tuple[str, int]:
-        """Msg3 becomes Msg1: checkpoint it in the store (for recovery)."""
+    def _checkpoint(self, msg3: Any) -> tuple[str, int]:
+        """Msg3 becomes Msg1: store it (content addressed) so that any host can resume from it."""
         if not isinstance(msg3, Mapping):
             raise InvalidMessage(f"a rolling worker needs Msg3 to be a message, not {type(msg3).__name__}", "msg3")
         encoded = validate(msg3, "msg3", self.max_message_bytes)
         ref = self.store.put(msg3, encoded)
-        self.cache.put(h, msg3, ref.storage_id, ref.size)
         return ref.storage_id, ref.size
 
     def _maybe_rename(self, h: Hosted) -> None:

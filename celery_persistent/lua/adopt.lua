@@ -1,16 +1,18 @@
 -- adopt: a persistent worker takes up a group placed on it.
 -- KEYS[1] owner HASH   KEYS[2] leases ZSET   KEYS[3] hosted ids ZSET   KEYS[4] hosted records HASH
--- ARGV[1] group  ARGV[2] host  ARGV[3] lease deadline (ms)
+-- ARGV[1] group  ARGV[2] host  ARGV[3] lease (ms, from the server's clock)
 -- Returns {"stale"} if the group is not placed on this host, else
 --   {"ok", token, queue, ref, static, timeout, device, bytes, errors, record, ...}
 -- (timeout "0": none was set, the worker's default applies) with the records of requests accepted but not finished (run these first, in order).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local f = redis.call('HMGET', KEYS[1], 'mode', 'host', 'token', 'queue', 'ref', 'static',
                      'timeout', 'device', 'bytes', 'errors')
 if f[1] ~= 'hosted' or f[2] ~= ARGV[2] then
   return {'stale'}
 end
 redis.call('HSET', KEYS[1], 'state', 'active')
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 local result = {'ok', f[3], f[4], f[5], f[6] or '0', f[7] or '0', f[8] or '', f[9] or '0',
                 f[10] or 'ignore'}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do

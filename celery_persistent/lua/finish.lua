@@ -1,38 +1,53 @@
 -- finish: the leader of a group is done; take its waiters and hand the group on.
 -- KEYS[1] owner HASH   KEYS[2] inflight HASH   KEYS[3] waiters LIST (owner's key)
 -- KEYS[4] pending LIST KEYS[5] leases ZSET   KEYS[6] metrics HASH
+-- KEYS[7] delivery HASH   KEYS[8] delivery waiters LIST   KEYS[9] deliveries ZSET
 -- ARGV[1] group  ARGV[2] owner's coalescing key  ARGV[3] owner token
--- ARGV[4] token for the next owner  ARGV[5] next owner's lease deadline (ms)
+-- ARGV[4] token for the next owner  ARGV[5] next owner's lease (ms, from the server's clock)
 -- ARGV[6] "keep": release the key but keep the group (a persistent worker takes it next)
 -- ARGV[7] "1": count an execution (not for a leader that was lost)
+-- ARGV[8] delivery lease (ms)  ARGV[9] delivery member ("<group> <owner token>")
 -- Returns {"stale"} if the token does not own the group, else
 --         {"done", next request record or "", waiter record, ...}
+-- When there are waiters or a next request, they are also kept as a delivery
+-- (leader id, next request and its token, the waiters) until the caller has
+-- answered them and published the next one (deliver.lua "done"); if the caller
+-- dies first, the reaper finds the delivery past its deadline and completes it.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[3] then
   return {'stale'}
 end
 if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[6], 'executions', 1)
 end
+local leader = redis.call('HGET', KEYS[1], 'task_id')
 local result = {'done', ''}
 for _, waiter in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
   result[#result + 1] = waiter
 end
-redis.call('DEL', KEYS[3])
-if redis.call('HGET', KEYS[2], ARGV[2]) == redis.call('HGET', KEYS[1], 'task_id') then
+if #result > 2 then
+  redis.call('RENAME', KEYS[3], KEYS[8])
+end
+if redis.call('HGET', KEYS[2], ARGV[2]) == leader then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
-if ARGV[6] == 'keep' then
-  return result
+local nxt = false
+if ARGV[6] ~= 'keep' then
+  nxt = redis.call('LPOP', KEYS[4])
+  if nxt then
+    local id, key = string.match(nxt, '^([^\n]*)\n([^\n]*)\n')
+    redis.call('HSET', KEYS[1], 'token', ARGV[4], 'task_id', id, 'key', key,
+               'state', 'queued', 'request', nxt)
+    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), ARGV[1])
+    result[2] = nxt
+  else
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[5], ARGV[1])
+  end
 end
-local nxt = redis.call('LPOP', KEYS[4])
-if nxt then
-  local id, key = string.match(nxt, '^([^\n]*)\n([^\n]*)\n')
-  redis.call('HSET', KEYS[1], 'token', ARGV[4], 'task_id', id, 'key', key,
-             'state', 'queued', 'request', nxt)
-  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
-  result[2] = nxt
-else
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[5], ARGV[1])
+if #result > 2 or nxt then
+  redis.call('HSET', KEYS[7], 'leader', leader or '', 'next', nxt or '', 'next_token', ARGV[4])
+  redis.call('ZADD', KEYS[9], now + tonumber(ARGV[8]), ARGV[9])
 end
 return result

@@ -4,12 +4,14 @@
 -- KEYS[7] hosted records HASH   KEYS[8] the worker's load HASH (its "groups" count goes up
 --         at once, so that a burst of placements spreads before the next heartbeat)
 -- ARGV[1] group  ARGV[2] new token  ARGV[3] host  ARGV[4] queue  ARGV[5] msg1 ref
--- ARGV[6] static ("1"/"0")  ARGV[7] idle timeout (s)  ARGV[8] lease deadline (ms)
+-- ARGV[6] static ("1"/"0")  ARGV[7] idle timeout (s)  ARGV[8] lease (ms) until adoption
 -- ARGV[9] expected current token ("" = the group must be free)  ARGV[10] device
--- ARGV[11] now (ms)  ARGV[12] msg1 size (bytes)  ARGV[13] error strategy
--- ARGV[14] the inbox command telling the worker to adopt the group
+-- ARGV[11] msg1 size (bytes)  ARGV[12] error strategy
+-- ARGV[13] the inbox command telling the worker to adopt the group
 -- Returns {"placed"} | {"exists", host, queue} | {"busy", why}
 -- Requests queued behind a leader (pending) become the worker's, in order.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local current = redis.call('HGET', KEYS[1], 'token')
 if ARGV[9] == '' then
   if current then
@@ -25,15 +27,15 @@ end
 redis.call('HDEL', KEYS[1], 'task_id', 'key', 'request', 'target', 'stop', 'running')
 redis.call('HSET', KEYS[1], 'mode', 'hosted', 'token', ARGV[2], 'host', ARGV[3], 'queue', ARGV[4],
            'ref', ARGV[5], 'static', ARGV[6], 'timeout', ARGV[7], 'state', 'placing',
-           'device', ARGV[10], 'last', ARGV[11], 'bytes', ARGV[12], 'errors', ARGV[13])
-redis.call('ZADD', KEYS[2], ARGV[8], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[11], ARGV[1])
+           'device', ARGV[10], 'last', now, 'bytes', ARGV[11], 'errors', ARGV[12])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[8]), ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
 for _, record in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
   local id = string.match(record, '^([^\n]*)\n')
   redis.call('ZADD', KEYS[6], redis.call('HINCRBY', KEYS[1], 'seq', 1), id)
   redis.call('HSET', KEYS[7], id, record)
 end
 redis.call('DEL', KEYS[5])
-redis.call('RPUSH', KEYS[4], ARGV[14])
+redis.call('RPUSH', KEYS[4], ARGV[13])
 redis.call('HINCRBY', KEYS[8], 'groups', 1)
 return {'placed'}

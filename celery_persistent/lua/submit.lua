@@ -6,7 +6,7 @@
 --             persistent worker of Msg1 would be); tried first, if hosted there.
 -- ARGV[1] group  ARGV[2] coalescing key  ARGV[3] task id  ARGV[4] owner token
 -- ARGV[5] waiter record  ARGV[6] request record ("id\nkey\njson")
--- ARGV[7] lease deadline (ms) if this request becomes the leader
+-- ARGV[7] lease (ms, from the server's clock) if this request becomes the leader
 -- ARGV[8] flags: "h" register only if the group has a persistent worker;
 --                "r" resubmission: an inflight entry naming this very id is not a leader
 -- ARGV[9] the group of Msg1 alone, with KEYS[9..16]
@@ -17,6 +17,8 @@
 --   {"queued", current owner id}       (runs after the owner, in order)
 --   {"leader", task id}                (caller publishes it)
 --   {"nothost"}                        (flag "h" and no persistent worker)
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local function register(K, group, flags)
   local mode = redis.call('HGET', K[1], 'mode')
   local hosted = mode == 'hosted'
@@ -48,7 +50,7 @@ local function register(K, group, flags)
   redis.call('HSET', K[1], 'mode', 'leader', 'token', ARGV[4], 'task_id', ARGV[3], 'key', ARGV[2],
              'state', 'queued', 'request', ARGV[6])
   redis.call('HSET', K[2], ARGV[2], ARGV[3])
-  redis.call('ZADD', K[5], ARGV[7], group)
+  redis.call('ZADD', K[5], now + tonumber(ARGV[7]), group)
   return {'leader', ARGV[3]}
 end
 

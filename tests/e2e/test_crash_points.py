@@ -1,0 +1,65 @@
+"""A process that dies right after an execution's outcome is recorded loses no answer.
+
+Each test arms a named crash point (``celery_persistent.faults``) in one
+worker: the worker exits as abruptly as SIGKILL at that instruction, and a
+surviving worker's reaper must complete what the dead one started.
+"""
+
+from __future__ import annotations
+
+import time
+
+from celery_persistent.faults import ENV
+from tests.conftest import evidence_key
+from tests.e2e.support import LEASE_TTL, hosted
+from tests.support import Worker, wait_until
+
+BOUND = LEASE_TTL + 10  # lease TTL plus recovery
+
+
+def test_death_after_finish_still_answers_waiters_and_runs_the_next(workers, persistent, rdb, uid, tmp_path):
+    """Killed between finish.lua and the answers: waiters get the leader's Msg3, the queued request runs."""
+    victim_queue = f"victim-{uid}"
+    victim = Worker(pool="solo", extra=["-Q", victim_queue], env={ENV: "after-finish"}, logdir=tmp_path)
+    survivor = Worker(pool="solo", logdir=tmp_path)
+    workers.extend([victim, survivor])
+    victim.wait_ready()
+    survivor.wait_ready()
+
+    msg1 = {"device": "serial", "id": uid}
+    first = {"path": "run", "sleep": 1.5, "n": 0}
+    leader = persistent.resolve.apply_async((msg1, first), queue=victim_queue)
+    wait_until(lambda: rdb.get(evidence_key("runs", uid)) == b"1", message="the leader to start")
+    waiters = [persistent.resolve.delay(msg1, first) for _ in range(3)]
+    queued = persistent.resolve.delay(msg1, {"path": "run", "sleep": 0, "n": 1})
+
+    wait_until(lambda: victim.proc.poll() is not None, timeout=20, message="the victim to die at its crash point")
+    died = time.monotonic()
+    answers = [r.get(timeout=BOUND) for r in [leader, *waiters]]
+    assert {a["n"] for a in answers} == {0}
+    assert len({a["pid"] for a in answers}) == 1, "every caller got the one execution's Msg3"
+    assert queued.get(timeout=BOUND)["n"] == 1
+    assert time.monotonic() - died < BOUND
+    # The first Msg2 ran once: its waiters were answered, not executed again.
+    assert int(rdb.get(evidence_key("runs", uid))) == 2
+
+
+def test_death_after_finish_hosted_keeps_the_state_and_every_answer(redis_app, redis_cluster, rdb, uid):
+    """Killed between finish_hosted.lua and the answers: the checkpoint stands, its caller is answered."""
+    p = redis_app.persistent
+    victim = redis_cluster.persistent_worker(env={ENV: "after-finish-hosted"})
+    redis_cluster.ready()
+    msg1 = {"device": "state", "id": uid, "count": 0}
+    handle = p.start_worker(msg1)
+    assert handle.hostname == victim.hostname
+    redis_cluster.persistent_worker()  # the survivor, started after placement
+    redis_cluster.ready()
+
+    results = [p.resolve.delay(msg1, {"path": "add", "by": 1, "n": n}) for n in range(6)]
+    wait_until(lambda: victim.proc.poll() is not None, timeout=20, message="the victim to die at its crash point")
+    counts = [r.get(timeout=BOUND + LEASE_TTL)["count"] for r in results]
+    # Each deposit applied exactly once and each caller saw its own: no update lost or applied twice.
+    assert counts == list(range(1, 7))
+    assert int(rdb.get(evidence_key("runs", uid))) == 6
+    info = wait_until(lambda: hosted(p, handle.group), message="the group on the survivor")
+    assert info["hostname"] != victim.hostname

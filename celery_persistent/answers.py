@@ -43,16 +43,6 @@ class Answerer:
         """The records without a final state yet (a recovery answers only these)."""
         return [record for record in records if not self.is_answered(record.id)]
 
-    def store_own(self, task_id: str, outcome: Any) -> None:
-        """Store an executing request's own outcome before its group moves on.
-
-        The tracer stores it again when the task returns (Celery never
-        overwrites a SUCCESS) and runs its links and chord part; storing it
-        first means a process that dies in between loses no answer.
-        """
-        state = states.FAILURE if isinstance(outcome, BaseException) else states.SUCCESS
-        self.app.backend.store_result(task_id, outcome, state)
-
     def stored_outcome(self, task_id: str) -> Any:
         """What the backend holds for ``task_id``: its Msg3, its error, or None (no final state)."""
         result = self.app.AsyncResult(task_id)

@@ -13,12 +13,14 @@ worker or consumer they are given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 from celery import bootsteps
 from celery.exceptions import ImproperlyConfigured
+from celery.signals import task_received
 from celery.worker import state
 
 from .config import DEFAULT_CACHE_BYTES
@@ -49,6 +51,32 @@ def reserved_leases() -> Iterator[tuple[str, str]]:
             yield header["group"], header["token"]
 
 
+logger = logging.getLogger(__name__)
+
+
+class ReceptionMark:
+    """On ``task_received`` (the worker's main process): a leader this worker holds gets a short lease.
+
+    Until then a published leader may wait on the broker for the queue TTL;
+    from the moment a worker has it, that worker's death must be noticed
+    within one lease.  Connected by the bootstep, never at import time.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        if request is None or getattr(sender, "app", None) is not self.app:
+            return
+        header = (getattr(request, "request_dict", None) or {}).get(HEADER) or {}
+        if not header.get("token") or header.get("hosted"):
+            return
+        try:
+            _plugin(self.app).registry.reserve(header["group"], header["token"])
+        except Exception:  # the lease beat renews it anyway: never break the consumer
+            logger.warning("could not mark request %s reserved", getattr(request, "id", "?"), exc_info=True)
+
+
 def _plugin(app: Any) -> Persistent:
     plugin = installed(app)
     if plugin is None:  # the steps are only added by Persistent(app)
@@ -77,6 +105,8 @@ class PersistentStep(bootsteps.StartStopStep):
                 "(scale with more worker processes)"
             )
         plugin = _plugin(worker.app)
+        self.reception = ReceptionMark(worker.app)
+        task_received.connect(self.reception, weak=False)
         keeper = plugin.runtime.keeper
         keeper.add_source(reserved_leases)
         keeper.add_tick(plugin.reaper.reap)
@@ -86,6 +116,9 @@ class PersistentStep(bootsteps.StartStopStep):
 
     def stop(self, worker: Any) -> None:
         plugin = _plugin(worker.app)
+        reception = getattr(self, "reception", None)
+        if reception is not None:
+            task_received.disconnect(reception)
         # Stop the beat first: it would otherwise report this worker live
         # again, and take new groups, while it hands its own away.
         plugin.runtime.keeper.stop()

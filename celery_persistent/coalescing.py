@@ -26,7 +26,7 @@ from .leases import LeaseKeeper
 from .metrics import Metrics
 from .placement import Placer
 from .planning import Plan
-from .protocol import SubmitOutcome
+from .protocol import Finished, SubmitOutcome
 from .records import RequestRecord, options_from_context
 from .registry import Registry
 from .store import MessageStore
@@ -60,13 +60,14 @@ class Coalescer:
                                header.get("group"), plan.group)
                 plan = replace(plan, group=str(header["group"]), key=str(header.get("key", plan.key)))
             assert plan.group is not None
+            faults.point("before-claim")
             if not self.registry.claim(plan.group, token):
                 logger.info("request %s is a stale copy; its group moved on", task.request.id)
                 raise Ignore()
         else:
             group, token = self._register_at_start(task, plan, args)
             plan = replace(plan, group=group)
-        return self.lead(plan, token, task.request.id)
+        return self.lead(plan, token, task.request)
 
     def _register_at_start(self, task: Any, plan: Plan, args: list[Any]) -> tuple[str, str]:
         """For requests that bypassed apply_async (send_task, beat)."""
@@ -94,63 +95,58 @@ class Coalescer:
         self.registry.claim(group, submitted.token)
         return group, submitted.token
 
-    def lead(self, plan: Plan, token: str, task_id: str = "") -> Any:
+    def lead(self, plan: Plan, token: str, request: Any = None) -> Any:
         """Execute as the group's leader, then answer waiters and hand on.
 
-        The leader's own outcome is stored before the group moves on (its
-        tracer stores it again and runs its links): a process that dies
-        after that point leaves an answer for its caller, and the reaper
-        gives the same outcome to its waiters.
+        The outcome is recorded with the group's release (``finish``), which
+        keeps every answer as a delivery until this request's own answer is
+        stored by its tracer: ``PersistentTask.after_return`` settles it.  A
+        leader whose lease was taken while it ran was answered ``LeaderDied``
+        already: its late Msg3 is not stored over that (``Ignore``).
         """
         assert plan.group is not None
         self.keeper.hold(plan.group, token)
         try:
             msg3 = self.execute(plan)
-        except Exception as exc:
-            self._store_own(task_id, exc)
-            self.dispatcher.complete(plan.group, plan.key, token, exc, executed=True)
-            raise
         except BaseException as exc:
-            self.dispatcher.complete(plan.group, plan.key, token, exc, executed=True)
-            raise
-        finally:
             self.keeper.drop(token)
+            self._finish(plan, token, exc, request)
+            raise
+        self.keeper.drop(token)
         faults.point("after-execute")
-        self._store_own(task_id, msg3)
-        if plan.opts["spawn_worker"] and self.spawn(plan, token, msg3):
-            return msg3
-        self.dispatcher.complete(plan.group, plan.key, token, msg3, executed=True)
+        if plan.opts["spawn_worker"] and isinstance(msg3, Mapping):
+            self.spawn(plan, token, msg3, request)
+        else:
+            if plan.opts["spawn_worker"]:
+                logger.warning("spawn_worker needs Msg3 to be a message; not spawning for %s", plan.group)
+            self._finish(plan, token, msg3, request)
         return msg3
 
-    def _store_own(self, task_id: str, outcome: Any) -> None:
-        if not task_id:
-            return
-        try:
-            self.answer.store_own(task_id, outcome)
-        except Exception:  # the tracer stores it too; the waiters must still be answered
-            logger.warning("could not store the outcome of %s ahead of its tracer", task_id, exc_info=True)
+    def _finish(self, plan: Plan, token: str, outcome: Any, request: Any, keep: bool = False) -> Finished:
+        assert plan.group is not None
+        finished = self.dispatcher.complete(plan.group, plan.key, token, outcome, executed=True,
+                                            settle=request is None, keep=keep)
+        if finished.stale:
+            raise Ignore()
+        if request is not None:
+            request.persistent_delivery = finished.delivery
+        return finished
 
-    def spawn(self, plan: Plan, token: str, msg3: Any) -> bool:
+    def spawn(self, plan: Plan, token: str, msg3: Mapping[str, Any], request: Any = None) -> None:
         """spawn_worker: a persistent worker takes the group, holding Msg3.
 
         The leader's waiters get Msg3; requests queued behind it (other
-        Msg2s) become the new worker's, in order.  False if no persistent
-        worker could take it (the group is then handed on as usual).
+        Msg2s) become the new worker's, in order.  If no persistent worker
+        can take it, the group is handed on as usual.
         """
         assert plan.group is not None
-        if not isinstance(msg3, Mapping):
-            logger.warning("spawn_worker needs Msg3 to be a message; not spawning for %s", plan.group)
-            return False
-        finished = self.registry.finish(plan.group, plan.key, token, keep=True, executed=True)
-        if finished.stale:
-            return True
-        self.answer(finished.waiters, msg3)
+        self._finish(plan, token, msg3, request, keep=True)
         try:
             self.placer.place(msg3, plan.opts, plan.group, expect=token, timeout=float(plan.opts["worker_timeout"]))
         except PersistentError as exc:
             logger.warning("spawn_worker for %s: %s; handing the group on instead", plan.group, exc)
+            # The group is still this token's (finish kept it): release it now.
             self.dispatcher.complete(plan.group, plan.key, token, msg3)
-        return True
 
     def execute(self, plan: Plan, check_result: bool = True) -> Any:
         return execute(self.store, plan, check_result)

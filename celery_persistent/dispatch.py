@@ -20,7 +20,7 @@ from .answers import Answerer
 from .errors import PersistentError
 from .execution import recursion_error
 from .planning import Plan
-from .protocol import SubmitOutcome, Submitted
+from .protocol import Finished, SubmitOutcome, Submitted
 from .queues import group_queue
 from .records import RequestRecord, keep_options
 from .registry import Registry
@@ -81,11 +81,13 @@ class Dispatcher:
             return task.AsyncResult(task_id)
         faults.point("after-submit")
         try:
-            return self.publish(record, group, submitted.token, options)
+            result = self.publish(record, group, submitted.token, options)
         except Exception as exc:
             # Never leave a lock orphaned by a failed publish.
             self.complete(group, plan.key, submitted.token, exc)
             raise
+        self.registry.published(group, submitted.token)
+        return result
 
     def register(self, plan: Plan, record: RequestRecord, flags: str = "") -> tuple[str, Submitted]:
         """Submit to the persistent worker of Msg1 if there is one, else to the group."""
@@ -113,7 +115,7 @@ class Dispatcher:
         if submitted.outcome is SubmitOutcome.HOSTED:
             self.publish_hosted(task, record, group, submitted.queue, submitted.ref, dict(record.options))
         elif submitted.outcome is SubmitOutcome.LEADER:
-            self.publish_next(group, record, submitted.token)
+            self.publish_next(group, record, submitted.token, mark=True)
 
     def publish_hosted(self, task: Any, record: RequestRecord, group: str, queue: str, ref: str,
                        options: dict[str, Any]) -> AsyncResult:
@@ -139,28 +141,38 @@ class Dispatcher:
         header = {"group": group, "token": token, "key": record.key, "stack": record.stack}
         return task.publish(record.args, record.id, header, dict(options or record.options))
 
-    def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False) -> int:
+    def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False,
+                 settle: bool = True, keep: bool = False) -> Finished:
         """Release the group (holder only), answer its waiters, publish the next.
 
-        ``finish`` keeps the waiters and the next request as a delivery until
-        this is done, so a process that dies in between leaves them to the
-        reaper instead of losing them.
+        ``finish`` records the outcome and keeps the answers as a delivery in
+        the same step, so a process that dies at any point after it leaves
+        them to the reaper instead of losing them.  ``settle=False`` leaves the
+        delivery open for the caller to settle once the leader's own answer is
+        stored too (``PersistentTask.after_return``).  ``finished.stale``: the
+        group was taken from this leader (its lease expired): it was answered
+        already, and must not be answered again.
         """
-        finished = self.registry.finish(group, key, token, executed=executed)
+        finished = self.registry.finish(group, key, token, self.answer.encode_outcome(outcome), keep=keep,
+                                        executed=executed)
         if finished.stale:
             logger.warning("group %s was taken over before its leader finished", group)
-            return 0
+            return finished
         faults.point("after-finish")
-        answered = self.answer(finished.waiters, outcome)
+        self.answer(finished.waiters, outcome)
         if finished.next_request is not None:
             self.publish_next(group, finished.next_request, finished.next_token)
-        if finished.delivery:
+        if settle:
             self.registry.delivered(finished.delivery)
-        return answered
+        return finished
 
-    def publish_next(self, group: str, record: RequestRecord, token: str) -> None:
+    def publish_next(self, group: str, record: RequestRecord, token: str, mark: bool = False) -> None:
+        """Publish a request that is the group's owner already; ``mark`` it published if it was re-registered."""
         try:
             self.publish(record, group, token)
         except Exception:
             # The lease expires and the reaper publishes it again.
             logger.exception("could not publish the next request %s of group %s", record.id, group)
+            return
+        if mark:
+            self.registry.published(group, token)

@@ -224,7 +224,8 @@ class Persistent:
         if not name or not token:
             return 0
         self.keeper.drop(token)
-        return self.dispatcher.complete(name, message_digest(msg2), token, msg3, executed=True)
+        finished = self.dispatcher.complete(name, message_digest(msg2), token, msg3, executed=True)
+        return len(finished.waiters)
 
     def notify(self, group: str, msg2: Any, msg3: Any, opts: Mapping[str, Any] | None = None) -> int:
         """Answer the current waiters of (group, Msg2) without releasing the group."""

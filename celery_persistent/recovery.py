@@ -65,7 +65,7 @@ class Reaper:
             if expired.kind is ExpiredKind.REQUEUE and settled is None:
                 logger.warning("re-publishing request %s of group %s: never started in time",
                                expired.request.id, group)
-                self.dispatcher.publish_next(group, expired.request, expired.token)
+                self.dispatcher.publish_next(group, expired.request, expired.token, mark=True)
             else:
                 self._bury(group, expired.request, expired.token, settled)
         return recovered
@@ -81,14 +81,13 @@ class Reaper:
                 leader.id,
             )
             logger.error("%s", outcome)
-        finished = self.registry.finish(group, leader.key, token)
+        finished = self.registry.finish(group, leader.key, token, self.answer.encode_outcome(outcome))
         if finished.stale:
             return
-        self.answer(self.answer.unanswered([leader.waiter(), *finished.waiters]), outcome)
+        self.answer(self.answer.unanswered([leader, *finished.waiters]), outcome)
         if finished.next_request is not None:
             self.dispatcher.publish_next(group, finished.next_request, finished.next_token)
-        if finished.delivery:
-            self.registry.delivered(finished.delivery)
+        self.registry.delivered(finished.delivery)
 
     def _reap_deliveries(self) -> int:
         recovered = 0

@@ -66,6 +66,7 @@ class Registry:
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
+        "published", "reserve",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -91,7 +92,7 @@ class Registry:
         token = new_token()
         keys = self.keys.group_keys(group, record.key)
         args: list[Any] = [group, record.key, record.id, token, record.waiter().dumps(), record.dumps(),
-                           self.queue_ms, flags]
+                           self.lease_ms, flags]
         if host_group is not None and host_group != group:
             keys += self.keys.group_keys(host_group, record.key)
             args.append(host_group)
@@ -113,6 +114,16 @@ class Registry:
         keys = [self.keys.owner(group), self.keys.leases()]
         return bool(self._scripts["claim"](keys=keys, args=[group, token, self.lease_ms]))
 
+    def published(self, group: str, token: str) -> bool:
+        """A registered leader is on the broker: it may wait there up to the queue TTL."""
+        keys = [self.keys.owner(group), self.keys.leases()]
+        return bool(self._scripts["published"](keys=keys, args=[group, token, self.queue_ms]))
+
+    def reserve(self, group: str, token: str) -> bool:
+        """A worker received the leader: a short lease again, renewed by that worker until it runs."""
+        keys = [self.keys.owner(group), self.keys.leases()]
+        return bool(self._scripts["reserve"](keys=keys, args=[group, token, self.lease_ms]))
+
     def renew(self, leases: list[tuple[str, str]]) -> list[bool]:
         """Renew many (group, token) leases in one round trip."""
         if not leases:
@@ -126,12 +137,15 @@ class Registry:
             )
         return [bool(r) for r in pipe.execute()]
 
-    def finish(self, group: str, key: str, token: str, keep: bool = False, executed: bool = False) -> Finished:
+    def finish(self, group: str, key: str, token: str, outcome: str, keep: bool = False,
+               executed: bool = False) -> Finished:
         """Release the group (holder only), take the waiters, hand it on.
 
-        ``keep`` releases only the key: the group stays with the token, for a
-        persistent worker to take over (``spawn_worker``).  With waiters or a
-        next request, a delivery is left until ``delivered`` (see deliver.lua).
+        ``outcome`` is the execution's outcome, encoded: it is kept, with the
+        leader's own request, the waiters and the next request, as a delivery
+        until ``delivered`` (see deliver.lua).  ``keep`` releases only the key:
+        the group stays with the token, for a persistent worker to take over
+        (``spawn_worker``).
         """
         next_token = new_token()
         member = delivery_member(group, token)
@@ -140,7 +154,7 @@ class Registry:
             keys=[*keys[:5], self.keys.metrics(), self.keys.delivery(group, token),
                   self.keys.delivery_waiters(group, token), self.keys.deliveries()],
             args=[group, key, token, next_token, self.queue_ms, "keep" if keep else "",
-                  "1" if executed else "", self.lease_ms, member],
+                  "1" if executed else "", self.lease_ms, member, outcome],
         )
         if _text(reply[0]) == "stale":
             return Finished(stale=True)
@@ -151,7 +165,7 @@ class Registry:
             next_request=RequestRecord.loads(raw_next) if raw_next else None,
             next_token=next_token,
             waiters=waiters,
-            delivery=member if waiters or raw_next else "",
+            delivery=member,
         )
 
     def take_waiters(self, group: str, key: str) -> list[RequestRecord]:
@@ -183,7 +197,7 @@ class Registry:
         fresh = new_token()
         reply = self._scripts["expire"](
             keys=[self.keys.owner(group), self.keys.leases()],
-            args=[group, token, fresh, self.queue_ms],
+            args=[group, token, fresh, self.lease_ms],
         )
         kind = ExpiredKind(_text(reply[0]))
         has_request = kind in (ExpiredKind.REQUEUE, ExpiredKind.DEAD) and len(reply) > 1 and reply[1]

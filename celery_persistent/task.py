@@ -78,6 +78,17 @@ class PersistentTask(Task):
             return self.persistent.coalescer.execute(plan)
         return self.persistent.coalescer.run(self, plan, header, list(args))
 
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """The tracer has stored this request's own answer and run its links: its delivery is settled.
+
+        Until then the registry keeps the execution's answers (see
+        ``Dispatcher.complete``), so a worker that dies between the group's
+        release and this point loses no caller.
+        """
+        delivery = getattr(self.request, "persistent_delivery", None)
+        if delivery:
+            self.persistent.registry.delivered(delivery)
+
     def _run_hosted(self, header: dict[str, Any], args: Any, kwargs: Any) -> Any:
         host = self.persistent.host
         if host is None:

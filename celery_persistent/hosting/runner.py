@@ -9,6 +9,7 @@ the rolled state names another group.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,10 @@ from .consumer import GroupQueues
 from .hosted import Hosted, HostedTable
 
 logger = logging.getLogger(__name__)
+
+
+class NotOurs(Exception):
+    """A finished request this host must not answer: another owner has its group, or it was settled."""
 
 
 class Runner:
@@ -62,8 +67,13 @@ class Runner:
             raise Ignore()
         outcome = self._execute(h, msg2, opts, tuple(header.get("stack") or ()))
         faults.point("after-execute-hosted")
-        # The tracer answers this request itself (links, chord) when the task returns.
-        outcome = self._finish(h, group, str(header.get("key")), task_id, outcome, own=None)
+        # The tracer answers this request itself (links, chord) when the task returns,
+        # then settles the delivery (PersistentTask.after_return).
+        try:
+            outcome = self._finish(h, group, str(header.get("key")), task_id, outcome, own=None,
+                                   request=task.request)
+        except NotOurs:
+            raise Ignore() from None
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -74,7 +84,8 @@ class Runner:
         msg2 = args[1] if len(args) > 1 else None
         opts = args[2] if len(args) > 2 else None
         outcome = self._execute(h, msg2, opts, tuple(record.stack))
-        self._finish(h, h.group, record.key, record.id, outcome, own=record)
+        with contextlib.suppress(NotOurs):
+            self._finish(h, h.group, record.key, record.id, outcome, own=record)
 
     def _execute(self, h: Hosted, msg2: Any, opts: Any, stack: tuple[str, ...]) -> Any:
         """Msg3, or the exception the execution raised (never raises itself)."""
@@ -95,7 +106,7 @@ class Runner:
             self.busy = False
 
     def _finish(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any,
-                own: RequestRecord | None) -> Any:
+                own: RequestRecord | None, request: Any = None) -> Any:
         """Record the outcome, then answer: the request itself (``own``, else its tracer will) and its waiters.
 
         A rolling group's new state is checkpointed first and becomes the group's
@@ -114,18 +125,20 @@ class Runner:
         encoded = "" if new_ref else self.answer.encode_outcome(outcome)
         finished = self.registry.finish_hosted(group, h.token_for(group), key, task_id, encoded, new_ref, size)
         if finished.stale or finished.gone:
+            # Not this host's to answer: the group's new owner runs the request
+            # again from its checkpoint (stale), or it was answered already (gone).
             logger.warning("request %s of group %s finished after %s", task_id, group,
                            "the group changed owner" if finished.stale else "it was withdrawn")
-            return outcome
+            raise NotOurs(task_id)
         faults.point("after-finish-hosted")
         if new_ref:
             self.cache.put(h, outcome, new_ref, size)
-        if own is None:
-            self.answer.store_own(task_id, outcome)
-        else:
-            self.answer([own.waiter()], outcome)
         self.answer(finished.waiters, outcome)
-        self.registry.delivered(finished.delivery)
+        if own is not None:
+            self.answer([own.waiter()], outcome)
+            self.registry.delivered(finished.delivery)
+        elif request is not None:
+            request.persistent_delivery = finished.delivery
         if failed and h.error_strategy == "throw" and not h.releasing:
             h.releasing = True
             self.queues.soon(lambda: self.on_throw(h))

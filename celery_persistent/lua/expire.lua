@@ -5,7 +5,8 @@
 -- Time is the server's clock.
 -- Returns {"gone"} (owner changed; a lease whose owner hash is gone is removed),
 --         {"alive"} (lease renewed meanwhile),
---         {"requeue", request} (never started: publish again under the new token)
+--         {"requeue", request} (never started: publish again under the new token; it is
+--                               "queued" again until the reaper marks it published)
 --         {"dead", request}    (died while running: call finish with the new token)
 --         {"orphan", host, mode} (a persistent worker died: place the group again)
 local clock = redis.call('TIME')
@@ -30,7 +31,7 @@ if mode == 'hosted' or mode == 'moved' then
   redis.call('HSET', KEYS[1], 'state', 'orphaned')
   return {'orphan', redis.call('HGET', KEYS[1], 'host'), mode}
 end
-if state == 'queued' then
+if state ~= 'running' and state ~= 'dead' then
   return {'requeue', redis.call('HGET', KEYS[1], 'request')}
 end
 redis.call('HSET', KEYS[1], 'state', 'dead')

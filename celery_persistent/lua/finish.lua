@@ -7,12 +7,13 @@
 -- ARGV[6] "keep": release the key but keep the group (a persistent worker takes it next)
 -- ARGV[7] "1": count an execution (not for a leader that was lost)
 -- ARGV[8] delivery lease (ms)  ARGV[9] delivery member ("<group> <owner token>")
+-- ARGV[10] the execution's outcome, encoded
 -- Returns {"stale"} if the token does not own the group, else
 --         {"done", next request record or "", waiter record, ...}
--- When there are waiters or a next request, they are also kept as a delivery
--- (leader id, next request and its token, the waiters) until the caller has
--- answered them and published the next one (deliver.lua "done"); if the caller
--- dies first, the reaper finds the delivery past its deadline and completes it.
+-- The outcome, the leader's own request, its waiters and the next request are
+-- kept as a delivery until every caller is answered and the next request is
+-- published (deliver.lua "done"); if the caller dies first, the reaper finds
+-- the delivery past its deadline and completes it.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[3] then
@@ -22,6 +23,7 @@ if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[6], 'executions', 1)
 end
 local leader = redis.call('HGET', KEYS[1], 'task_id')
+local own = redis.call('HGET', KEYS[1], 'request')
 local result = {'done', ''}
 for _, waiter in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
   result[#result + 1] = waiter
@@ -37,8 +39,9 @@ if ARGV[6] ~= 'keep' then
   nxt = redis.call('LPOP', KEYS[4])
   if nxt then
     local id, key = string.match(nxt, '^([^\n]*)\n([^\n]*)\n')
+    -- Published by the caller, or by the reaper from the delivery below: it may wait.
     redis.call('HSET', KEYS[1], 'token', ARGV[4], 'task_id', id, 'key', key,
-               'state', 'queued', 'request', nxt)
+               'state', 'published', 'request', nxt)
     redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), ARGV[1])
     result[2] = nxt
   else
@@ -46,8 +49,7 @@ if ARGV[6] ~= 'keep' then
     redis.call('ZREM', KEYS[5], ARGV[1])
   end
 end
-if #result > 2 or nxt then
-  redis.call('HSET', KEYS[7], 'leader', leader or '', 'next', nxt or '', 'next_token', ARGV[4])
-  redis.call('ZADD', KEYS[9], now + tonumber(ARGV[8]), ARGV[9])
-end
+redis.call('HSET', KEYS[7], 'leader', leader or '', 'self', own or '', 'outcome', ARGV[10],
+           'next', nxt or '', 'next_token', ARGV[4])
+redis.call('ZADD', KEYS[9], now + tonumber(ARGV[8]), ARGV[9])
 return result

@@ -6,7 +6,8 @@
 --             persistent worker of Msg1 would be); tried first, if hosted there.
 -- ARGV[1] group  ARGV[2] coalescing key  ARGV[3] task id  ARGV[4] owner token
 -- ARGV[5] waiter record  ARGV[6] request record ("id\nkey\njson")
--- ARGV[7] lease (ms, from the server's clock) if this request becomes the leader
+-- ARGV[7] lease (ms, from the server's clock) if this request becomes the leader: short,
+--         until the caller marks it published (published.lua)
 -- ARGV[8] flags: "h" register only if the group has a persistent worker;
 --                "r" resubmission: an inflight entry naming this very id is not a leader
 -- ARGV[9] the group of Msg1 alone, with KEYS[9..16]

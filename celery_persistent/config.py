@@ -95,6 +95,11 @@ class Settings:
         return min(self.lease_ttl, max(3 * self.beat_interval, 1.0))
 
     @property
+    def outage_gap(self) -> float:
+        """A pause this long in every worker's beats means the registry was unreachable (see pulse.lua)."""
+        return 1.5 * self.beat_interval
+
+    @property
     def default_worker_timeout(self) -> float:
         return self.worker_timeout if self.worker_timeout is not None else DEFAULT_WORKER_TIMEOUT
 

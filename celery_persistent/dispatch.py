@@ -17,7 +17,7 @@ from celery import Celery
 
 from . import faults
 from .answers import Answerer
-from .errors import PersistentError
+from .errors import PersistentError, RegistryUnavailable
 from .execution import recursion_error
 from .planning import Plan
 from .protocol import Finished, SubmitOutcome, Submitted
@@ -153,8 +153,9 @@ class Dispatcher:
         group was taken from this leader (its lease expired): it was answered
         already, and must not be answered again.
         """
-        finished = self.registry.finish(group, key, token, self.answer.encode_outcome(outcome), keep=keep,
-                                        executed=executed)
+        encoded = self.answer.encode_outcome(outcome)
+        finished = self.registry.steady(
+            lambda: self.registry.finish(group, key, token, encoded, keep=keep, executed=executed))
         if finished.stale:
             logger.warning("group %s was taken over before its leader finished", group)
             return finished
@@ -163,8 +164,15 @@ class Dispatcher:
         if finished.next_request is not None:
             self.publish_next(group, finished.next_request, finished.next_token)
         if settle:
-            self.registry.delivered(finished.delivery)
+            self.settle(finished.delivery)
         return finished
+
+    def settle(self, delivery: str) -> None:
+        """Every caller of ``delivery`` is answered; if Redis is gone for longer, the reaper re-checks it."""
+        try:
+            self.registry.steady(lambda: self.registry.delivered(delivery))
+        except RegistryUnavailable:
+            logger.warning("could not settle delivery %s; the reaper will find its callers answered", delivery)
 
     def publish_next(self, group: str, record: RequestRecord, token: str, mark: bool = False) -> None:
         """Publish a request that is the group's owner already; ``mark`` it published if it was re-registered."""

@@ -106,3 +106,11 @@ class InfiniteRecursionError(PersistentError):
 
 class ConfigurationError(PersistentError):
     """The Celery app is configured in a way the plugin cannot work with."""
+
+
+class RegistryUnavailable(PersistentError):
+    """The registry's Redis could not be reached: nothing was registered for this call.
+
+    Raised to callers instead of redis-py's connection errors, so that code
+    catching ``PersistentError`` sees it; safe to retry once Redis is back.
+    """

@@ -92,6 +92,10 @@ class KeySpace:
         """STRING: a stored message, content addressed."""
         return f"{self.prefix}:store:{digest}"
 
+    def pulse(self) -> str:
+        """HASH: when any worker last reached the registry, and when it resumed after a gap."""
+        return f"{self.prefix}:pulse"
+
     def metrics(self) -> str:
         """HASH: counters (executions, coalesced, placements, ...)."""
         return f"{self.prefix}:metrics"

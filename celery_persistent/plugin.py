@@ -147,6 +147,7 @@ class Persistent:
         settings = self.settings
         self.host = build_host(
             self.app, hostname, wired.runtime, wired.planner, wired.placer, self.devices, wired.answer,
+            wired.dispatcher,
             cache_bytes=cache_bytes or settings.cache_bytes,
             default_timeout=default_timeout or settings.default_worker_timeout,
         )
@@ -340,7 +341,7 @@ class Wiring:
         dispatcher = Dispatcher(app, registry, store, answer, settings.inline_bytes)
         placer = Placer(app, registry, store, planner, dispatcher, settings.queue_prefix)
         coalescer = Coalescer(app, registry, store, runtime.keeper, runtime.metrics, answer, dispatcher, placer)
-        reaper = Reaper(registry, store, runtime.metrics, answer, dispatcher, placer)
+        reaper = Reaper(registry, store, runtime.metrics, answer, dispatcher, placer, gap=settings.outage_gap)
         return cls(runtime, planner, answer, dispatcher, placer, coalescer, reaper)
 
 

@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 class Reaper:
     def __init__(self, registry: Registry, store: MessageStore, metrics: Metrics, answer: Answerer,
-                 dispatcher: Dispatcher, placer: Placer) -> None:
+                 dispatcher: Dispatcher, placer: Placer, gap: float = 3.0) -> None:
         self.registry = registry
+        self.gap_ms = int(gap * 1000)
         self.store = store
         self.metrics = metrics
         self.answer = answer
@@ -45,7 +46,13 @@ class Reaper:
         self.placer = placer
 
     def reap(self) -> int:
-        """Recover expired leases and overdue deliveries; return how many."""
+        """Recover expired leases and overdue deliveries; return how many.
+
+        Each beat first pulses the registry: after a gap in which no worker
+        could reach it (a Redis restart), owners get one lease to renew before
+        anything is taken from them (expire.lua).
+        """
+        self.registry.pulse(self.gap_ms)
         return self._reap_leases() + self._reap_deliveries()
 
     def _reap_leases(self) -> int:

@@ -8,13 +8,17 @@ its successor's registration because every write checks the token.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
+from .errors import RegistryUnavailable
 from .inbox import Command
 from .inbox import place as place_command
 from .keys import KeySpace
@@ -36,6 +40,8 @@ from .protocol import (
 )
 from .records import RequestRecord
 
+logger = logging.getLogger(__name__)
+
 
 def now_ms() -> int:
     """This host's clock, in ms: for display only; leases use the Redis server's clock."""
@@ -44,6 +50,43 @@ def now_ms() -> int:
 
 def new_token() -> str:
     return uuid.uuid4().hex
+
+
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+"""What redis-py raises when the server cannot be reached (a restart, a partition)."""
+
+T = TypeVar("T")
+
+
+def until_reachable(call: Callable[[], T], budget: float) -> T:
+    """Repeat a token-checked registry step while Redis is unreachable, for up to ``budget`` seconds.
+
+    Only for steps that are safe to repeat: each checks the owner token (or
+    the request's id), so a repeat after a reply that was lost finds the
+    step done ("stale"/"gone") instead of doing it twice.  After a short
+    outage owners get one lease of grace (pulse.lua), so a budget of one
+    lease keeps a healthy owner's group.
+    """
+    deadline = time.monotonic() + budget
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except UNREACHABLE as exc:
+            if time.monotonic() + delay > deadline:
+                raise RegistryUnavailable(f"the registry's Redis is unreachable: {exc}") from exc
+            logger.warning("the registry's Redis is unreachable; retrying in %.2fs", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+@contextmanager
+def unavailable_as_typed() -> Iterator[None]:
+    """Callers see ``RegistryUnavailable``, not redis-py's connection errors."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise RegistryUnavailable(f"the registry's Redis is unreachable: {exc}") from exc
 
 
 def delivery_member(group: str, token: str) -> str:
@@ -66,7 +109,7 @@ class Registry:
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
-        "published", "reserve",
+        "published", "reserve", "pulse",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -103,6 +146,14 @@ class Registry:
         if outcome is SubmitOutcome.MOVED:
             return Submitted(outcome, token, target=reply[1], group=registered)
         return Submitted(outcome, token, other_id=reply[1] if len(reply) > 2 else "", group=registered)
+
+    def steady(self, call: Callable[[], T]) -> T:
+        """``call`` (a token-checked step) repeated through an outage of up to one lease."""
+        return until_reachable(call, self.lease_ms / 1000)
+
+    def pulse(self, gap_ms: int) -> int:
+        """Note that the registry is reachable; returns when it last resumed after a gap (ms)."""
+        return int(self._scripts["pulse"](keys=[self.keys.pulse()], args=[gap_ms]))
 
     def server_ms(self) -> int:
         """The Redis server's clock, which every lease deadline is measured on."""
@@ -196,8 +247,8 @@ class Registry:
         """Take an expired lease from its owner (atomic, checked)."""
         fresh = new_token()
         reply = self._scripts["expire"](
-            keys=[self.keys.owner(group), self.keys.leases()],
-            args=[group, token, fresh, self.lease_ms],
+            keys=[self.keys.owner(group), self.keys.leases(), self.keys.pulse()],
+            args=[group, token, fresh, self.lease_ms, self.lease_ms],
         )
         kind = ExpiredKind(_text(reply[0]))
         has_request = kind in (ExpiredKind.REQUEUE, ExpiredKind.DEAD) and len(reply) > 1 and reply[1]

@@ -14,6 +14,7 @@ from celery.result import AsyncResult
 from .dispatch import HEADER
 from .errors import PersistentError
 from .planning import unpack
+from .registry import unavailable_as_typed
 from .safety import check_serializer
 
 if TYPE_CHECKING:
@@ -43,12 +44,13 @@ class PersistentTask(Task):
             return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
         check_serializer(options.get("serializer"))
         msg1, msg2, opts = unpack(args, kwargs)
-        plan = self.persistent.plan(msg1, msg2, opts)
-        options.update(producer=producer, link=link, link_error=link_error)
-        if shadow is not None:
-            options["shadow"] = shadow
-        call_args = [msg1, msg2, opts] if opts is not None else [msg1, msg2]
-        return self.persistent.dispatcher.submit(self, plan, call_args, task_id, options)
+        with unavailable_as_typed():
+            plan = self.persistent.plan(msg1, msg2, opts)
+            options.update(producer=producer, link=link, link_error=link_error)
+            if shadow is not None:
+                options["shadow"] = shadow
+            call_args = [msg1, msg2, opts] if opts is not None else [msg1, msg2]
+            return self.persistent.dispatcher.submit(self, plan, call_args, task_id, options)
 
     def publish(self, args: list[Any], task_id: str, header: dict[str, Any], options: dict[str, Any]) -> AsyncResult:
         """Send the message itself: Celery's own ``apply_async``, plus our header."""
@@ -87,7 +89,7 @@ class PersistentTask(Task):
         """
         delivery = getattr(self.request, "persistent_delivery", None)
         if delivery:
-            self.persistent.registry.delivered(delivery)
+            self.persistent.dispatcher.settle(delivery)
 
     def _run_hosted(self, header: dict[str, Any], args: Any, kwargs: Any) -> Any:
         host = self.persistent.host

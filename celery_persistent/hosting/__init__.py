@@ -18,6 +18,7 @@ from celery import Celery
 
 from ..answers import Answerer
 from ..device import DeviceRegistry
+from ..dispatch import Dispatcher
 from ..placement import Placer
 from ..planning import Planner
 from ..runtime import Runtime
@@ -31,7 +32,8 @@ __all__ = ["GroupQueues", "Host", "Hosted", "HostedTable", "Msg1Cache", "Runner"
 
 
 def build_host(app: Celery, hostname: str, runtime: Runtime, planner: Planner, placer: Placer,
-               devices: DeviceRegistry, answer: Answerer, cache_bytes: int, default_timeout: float) -> Host:
+               devices: DeviceRegistry, answer: Answerer, dispatcher: Dispatcher, cache_bytes: int,
+               default_timeout: float) -> Host:
     """Wire a Host from the process's runtime."""
     table = HostedTable()
     cache = Msg1Cache(table, runtime.store, runtime.metrics, cache_bytes)
@@ -39,5 +41,6 @@ def build_host(app: Celery, hostname: str, runtime: Runtime, planner: Planner, p
     host = Host(answer.events, hostname, runtime.registry, runtime.store, placer, devices, runtime.metrics,
                 table, cache, queues, default_timeout)
     host.attach(Runner(answer, runtime.registry, runtime.store, planner, table, cache, queues,
-                       runtime.settings.queue_prefix, runtime.settings.max_message_bytes, host.restart))
+                       runtime.settings.queue_prefix, runtime.settings.max_message_bytes, host.restart, host.let_go,
+                       dispatcher.settle))
     return host

@@ -2,13 +2,15 @@
 
 Threads: the lease thread must not touch the consumer, so anything that does
 is handed to the worker's event loop with ``hub.call_soon`` (``soon``),
-which runs between tasks.  Without a consumer (tests, a worker still
-starting) calls run at once and consuming is a no-op.
+which runs between tasks.  Work handed over before the consumer is bound (a
+worker still starting) waits for ``bind``, so it never runs on the lease
+thread beside the first executions.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -23,19 +25,37 @@ class GroupQueues:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.consumer: Any = None
+        self._waiting: list[Callable[[], Any]] = []
+        self._lock = threading.Lock()
 
-    def bind(self, consumer: Any) -> None:
-        self.consumer = consumer
+    def bind(self, consumer: Any, queues: list[str] | None = None) -> None:
+        """The consumer (re)started: add ``queues`` to it, then run the work that waited for it.
+
+        Called from the consumer's bootstep, before its event loop starts
+        consuming: queues are only added here, and the loop's own
+        ``consume()`` starts them (consuming before Celery has set its message
+        handler fails with "Consumer does not have any callbacks").
+        """
+        with self._lock:
+            self.consumer = consumer
+            waiting, self._waiting = self._waiting, []
+        self.consume(*(queues or ()), start=False)
+        for fn in waiting:
+            self.soon(fn)
 
     def soon(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` on the worker's event loop (between tasks)."""
-        hub = getattr(self.consumer, "hub", None) if self.consumer is not None else None
+        """Run ``fn`` on the worker's event loop (between tasks); before ``bind``, once bound."""
+        with self._lock:
+            if self.consumer is None:
+                self._waiting.append(fn)
+                return
+        hub = getattr(self.consumer, "hub", None)
         if hub is None:
             fn()
         else:
             hub.call_soon(fn)
 
-    def consume(self, *queues: str) -> None:
+    def consume(self, *queues: str, start: bool = True) -> None:
         """Consume group queues: declared once each, then one consume() for the batch.
 
         Celery's ``add_task_queue`` restarts consuming for every queue added,
@@ -52,7 +72,7 @@ class GroupQueues:
                 continue
             tasks.add_queue(declared.select_add(group_queue(name)))
             added = True
-        if added:
+        if added and start:
             tasks.consume()
             logger.info("consuming %d more group queue(s)", len(queues))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from functools import partial
 
 from ..device import DeviceRegistry
@@ -65,8 +66,7 @@ class Host:
 
     def bind(self, consumer: object) -> None:
         """Called when the worker's consumer (re)starts: consume hosted queues again."""
-        self.queues.bind(consumer)
-        self.queues.consume(*[q for h in self.table.all() for q in h.queues()])
+        self.queues.bind(consumer, [q for h in self.table.all() for q in h.queues()])
 
     # -- the lease thread's beat --------------------------------------------------
 
@@ -107,6 +107,11 @@ class Host:
             if alias not in h.retired and self.registry.unfinished(alias) == 0:
                 h.retired.add(alias)
                 self.queues.soon(partial(self.queues.drop, queue))
+
+    def let_go(self, h: Hosted) -> None:
+        """Stop serving a group without touching the registry (it could not be reached): its lease lapses
+        and the reaper gives it, with its accepted requests, to a live worker."""
+        self._lost(h.group, h.token)
 
     def _lost(self, name: str, token: str) -> None:
         """Another owner has the group (this worker stalled past its lease): let it go, queue untouched."""
@@ -163,20 +168,27 @@ class Host:
         self.events.worker(self.hostname, "hosted",
                      groups=[{"group": h.group, "queue": h.queue, "static": h.static,
                               "recovered": len(adopted.unfinished)} for h, adopted in batch])
-        for h, adopted in batch:
+        for h, _ in batch:
             logger.info("hosting group %s (%s, queue %s)", h.group, "static" if h.static else "rolling", h.queue)
-            # Requests accepted before this worker took over (crash, hand-off,
-            # spawn) run first and in order; their queue messages then find
-            # them done and are skipped.
-            for record in adopted.unfinished:
-                self.runner.run_record(h, record)
+        # Requests accepted before this worker took over (crash, hand-off,
+        # spawn) run first and in order within their group; their queue
+        # messages then find them done and are skipped.  Groups take turns, so
+        # that every adopted group resumes after one execution of each other,
+        # not after the whole backlog of the groups before it.
+        backlogs = [(h, deque(adopted.unfinished)) for h, adopted in batch]
+        while any(records for _, records in backlogs):
+            for h, records in backlogs:
+                if records:
+                    self.runner.run_record(h, records.popleft())
         self.queues.consume(*[h.queue for h, _ in batch])
 
     def release(self, h: Hosted, reason: str, force: bool = False) -> None:
         """Let a group go: timeout hook, unregister if idle, stop consuming."""
-        if h.msg1 is not None and reason == "idle":
+        if reason == "idle":
             try:
-                self.devices.for_message({"device": h.device}).on_idle(h.msg1, {"worker_timeout": h.timeout})
+                # The hook sees the group's last state, loaded again if it was evicted.
+                msg1 = self.cache.get(h)
+                self.devices.for_message({"device": h.device}).on_idle(msg1, {"worker_timeout": h.timeout})
             except Exception:
                 logger.exception("on_idle of device %s failed for group %s", h.device, h.group)
         unhosted = self.registry.unhost(h.group, h.token, force=force)

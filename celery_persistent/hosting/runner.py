@@ -20,11 +20,11 @@ from celery.exceptions import Ignore
 
 from .. import faults
 from ..answers import Answerer
-from ..errors import InvalidMessage, PersistentError
+from ..errors import InvalidMessage, PersistentError, RegistryUnavailable
 from ..execution import execute, recursion_error
 from ..messages import validate
 from ..planning import Planner
-from ..protocol import RenameStatus
+from ..protocol import Finished, RenameStatus
 from ..queues import queue_name
 from ..records import RequestRecord
 from ..registry import Registry
@@ -43,7 +43,8 @@ class NotOurs(Exception):
 class Runner:
     def __init__(self, answer: Answerer, registry: Registry, store: MessageStore, planner: Planner,
                  table: HostedTable, cache: Msg1Cache, queues: GroupQueues, queue_prefix: str,
-                 max_message_bytes: int, on_throw: Callable[[Hosted], None]) -> None:
+                 max_message_bytes: int, on_throw: Callable[[Hosted], None], on_lost: Callable[[Hosted], None],
+                 settle: Callable[[str], None]) -> None:
         self.answer = answer
         self.registry = registry
         self.store = store
@@ -54,6 +55,8 @@ class Runner:
         self.queue_prefix = queue_prefix
         self.max_message_bytes = max_message_bytes
         self.on_throw = on_throw
+        self.on_lost = on_lost
+        self.settle = settle
         self.busy = False  # read by the lease thread: never release a group mid-execution
 
     def run(self, task: Any, header: Mapping[str, Any], msg2: Any, opts: Any) -> Any:
@@ -115,36 +118,54 @@ class Runner:
         any point after the device returned loses neither the state nor an answer.
         Returns the outcome (an error if the state could not be checkpointed).
         """
-        failed = isinstance(outcome, BaseException)
         new_ref, size = "", 0
-        if not failed and not h.static:
+        if not isinstance(outcome, BaseException) and not h.static:
             try:
                 new_ref, size = self._checkpoint(outcome)
             except PersistentError as exc:
-                outcome, failed = exc, True
-        encoded = "" if new_ref else self.answer.encode_outcome(outcome)
-        finished = self.registry.finish_hosted(group, h.token_for(group), key, task_id, encoded, new_ref, size)
-        if finished.stale or finished.gone:
-            # Not this host's to answer: the group's new owner runs the request
-            # again from its checkpoint (stale), or it was answered already (gone).
-            logger.warning("request %s of group %s finished after %s", task_id, group,
-                           "the group changed owner" if finished.stale else "it was withdrawn")
-            raise NotOurs(task_id)
+                outcome = exc
+        finished = self._record(h, group, key, task_id, outcome, new_ref, size)
         faults.point("after-finish-hosted")
         if new_ref:
             self.cache.put(h, outcome, new_ref, size)
         self.answer(finished.waiters, outcome)
         if own is not None:
             self.answer([own.waiter()], outcome)
-            self.registry.delivered(finished.delivery)
+            self.settle(finished.delivery)
         elif request is not None:
             request.persistent_delivery = finished.delivery
-        if failed and h.error_strategy == "throw" and not h.releasing:
+        if isinstance(outcome, BaseException) and h.error_strategy == "throw" and not h.releasing:
             h.releasing = True
             self.queues.soon(lambda: self.on_throw(h))
         if new_ref:
             self._maybe_rename(h)
         return outcome
+
+    def _record(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any, new_ref: str,
+                size: int) -> Finished:
+        """``finish_hosted``, through a short outage; raises NotOurs when this host must not answer."""
+        encoded = "" if new_ref else self.answer.encode_outcome(outcome)
+        token = h.token_for(group)
+        try:
+            finished = self.registry.steady(
+                lambda: self.registry.finish_hosted(group, token, key, task_id, encoded, new_ref, size))
+        except RegistryUnavailable:
+            # Not recorded: the request stays accepted and runs again from the
+            # checkpoint on the group's next owner; this host lets the group go.
+            logger.error("could not record request %s of group %s: the registry is unreachable", task_id, group)
+            self.on_lost(h)
+            raise NotOurs(task_id) from None
+        if finished.gone:
+            # Recorded already (a repeat after a lost reply): the stored state is ahead of memory.
+            h.msg1 = None
+            h.ref = self.registry.owner(group).get("ref", h.ref)
+        if finished.stale or finished.gone:
+            # Not this host's to answer: the group's new owner runs the request
+            # again from its checkpoint (stale), or it was answered already (gone).
+            logger.warning("request %s of group %s finished after %s", task_id, group,
+                           "the group changed owner" if finished.stale else "it was withdrawn")
+            raise NotOurs(task_id)
+        return finished
 
     def _checkpoint(self, msg3: Any) -> tuple[str, int]:
         """Msg3 becomes Msg1: store it (content addressed) so that any host can resume from it."""

@@ -1,10 +1,11 @@
 -- expire: the reaper takes a group whose lease ran out away from its owner.
--- KEYS[1] owner HASH   KEYS[2] leases ZSET
+-- KEYS[1] owner HASH   KEYS[2] leases ZSET   KEYS[3] pulse HASH (see pulse.lua)
 -- ARGV[1] group  ARGV[2] token the reaper saw
 -- ARGV[3] new token  ARGV[4] lease (ms) for the re-dispatch or the clean-up
+-- ARGV[5] grace (ms) after the registry resumed from a gap: owners renew first
 -- Time is the server's clock.
 -- Returns {"gone"} (owner changed; a lease whose owner hash is gone is removed),
---         {"alive"} (lease renewed meanwhile),
+--         {"alive"} (lease renewed meanwhile, or the registry resumed less than a grace ago),
 --         {"requeue", request} (never started: publish again under the new token; it is
 --                               "queued" again until the reaper marks it published)
 --         {"dead", request}    (died while running: call finish with the new token)
@@ -21,6 +22,10 @@ if current ~= ARGV[2] then
 end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if score and tonumber(score) > now then
+  return {'alive'}
+end
+local resumed = tonumber(redis.call('HGET', KEYS[3], 'resumed') or '0')
+if now < resumed + tonumber(ARGV[5]) then
   return {'alive'}
 end
 local mode = redis.call('HGET', KEYS[1], 'mode')

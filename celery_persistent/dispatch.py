@@ -20,7 +20,7 @@ from .answers import Answerer
 from .errors import PersistentError, RegistryUnavailable
 from .execution import recursion_error
 from .planning import Plan
-from .protocol import Finished, SubmitOutcome, Submitted
+from .protocol import Finished, SubmitOutcome, Submitted, WithdrawStatus
 from .queues import group_queue
 from .records import RequestRecord, keep_options
 from .registry import Registry
@@ -65,6 +65,10 @@ class Dispatcher:
         if plan.recursive:
             raise recursion_error(plan.group)
         args = self._by_reference(plan, args)
+        if options.get("countdown") is not None or options.get("eta") is not None:
+            # A delayed request registers when it starts, not now: it keeps its
+            # delay, and an identical immediate request never waits for it.
+            return task.publish(args, task_id, {"stack": list(plan.stack), "delayed": True}, options)
         record = RequestRecord(
             id=task_id,
             key=plan.key,
@@ -76,7 +80,12 @@ class Dispatcher:
         )
         group, submitted = self.register(plan, record, flags)
         if submitted.outcome is SubmitOutcome.HOSTED:
-            return self.publish_hosted(task, record, group, submitted.queue, submitted.ref, options)
+            try:
+                return self.publish_hosted(task, record, group, submitted.queue, submitted.ref, options)
+            except Exception as exc:
+                if self.withdraw(group, record, exc):
+                    raise
+                return task.AsyncResult(task_id)  # its worker has it already (adoption): it will answer
         if submitted.outcome is not SubmitOutcome.LEADER:
             return task.AsyncResult(task_id)
         faults.point("after-submit")
@@ -88,6 +97,18 @@ class Dispatcher:
             raise
         self.registry.published(group, submitted.token)
         return result
+
+    def withdraw(self, group: str, record: RequestRecord, error: BaseException) -> bool:
+        """Take back a hosted request that will not run (its publish failed, a worker refused it).
+
+        Its waiters get ``error``; True if it was withdrawn, False if it is
+        running or done already (then it has, or will get, its own answer).
+        """
+        withdrawn = self.registry.steady(lambda: self.registry.withdraw(group, record.id, record.key))
+        if withdrawn.status is not WithdrawStatus.WITHDRAWN:
+            return False
+        self.answer(withdrawn.waiters, error)
+        return True
 
     def register(self, plan: Plan, record: RequestRecord, flags: str = "") -> tuple[str, Submitted]:
         """Submit to the persistent worker of Msg1 if there is one, else to the group."""

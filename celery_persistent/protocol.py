@@ -156,6 +156,18 @@ class Unhosted:
     unfinished: list[RequestRecord] = field(default_factory=list)
 
 
+class WithdrawStatus(str, Enum):
+    WITHDRAWN = "withdrawn"  # it will not run
+    RUNNING = "running"  # too late: it is executing
+    GONE = "gone"  # not accepted (finished already, or not registered with this group)
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    status: WithdrawStatus
+    waiters: list[RequestRecord] = field(default_factory=list)
+
+
 class RenameStatus(str, Enum):
     OK = "ok"
     STALE = "stale"

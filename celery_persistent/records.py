@@ -35,6 +35,7 @@ KEPT_OPTIONS = (
     "soft_time_limit",
     "ignore_result",
     "reply_to",
+    "serializer",
 )
 
 

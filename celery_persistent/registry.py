@@ -37,6 +37,8 @@ from .protocol import (
     Submitted,
     Unhosted,
     UnhostStatus,
+    Withdrawn,
+    WithdrawStatus,
 )
 from .records import RequestRecord
 
@@ -109,7 +111,7 @@ class Registry:
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
-        "published", "reserve", "pulse",
+        "published", "reserve", "pulse", "withdraw",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -347,6 +349,13 @@ class Registry:
             own=RequestRecord.loads(own) if own else None, outcome=outcome, ref=ref, device=device,
             waiters=[RequestRecord.loads(w) for w in reply[8:]],
         )
+
+    def withdraw(self, group: str, task_id: str, key: str) -> Withdrawn:
+        """Take back an accepted request of a hosted group before it runs (its waiters come back too)."""
+        keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.waiters(group, key),
+                self.keys.hosted_ids(group), self.keys.hosted_records(group)]
+        reply = self._scripts["withdraw"](keys=keys, args=[task_id, key])
+        return Withdrawn(WithdrawStatus(_text(reply[0])), [RequestRecord.loads(w) for w in reply[1:]])
 
     def unhost(self, group: str, token: str, force: bool = False) -> Unhosted:
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.leases(), self.keys.hosts(),

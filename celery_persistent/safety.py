@@ -34,6 +34,29 @@ def check_serializer(serializer: str | None) -> None:
         )
 
 
+CONTENT_TYPES = {"json": "application/json", "msgpack": "application/x-msgpack"}
+
+
+def choose_serializer(requested: str | None, app_default: str | None, accept_content: Any) -> str:
+    """The serializer a request is sent with: the caller's, else the app's, never an unsafe one.
+
+    Refused before anything is registered when the app's workers would not
+    accept it (``accept_content``): a registered request that no worker runs
+    would block its group.  An app whose ``task_serializer`` is unsafe
+    (pickle) gets JSON for the plugin's requests.
+    """
+    check_serializer(requested)
+    chosen = requested or (app_default if app_default in SAFE_SERIALIZERS else "json")
+    accepted = prepare_accept_content(accept_content) if accept_content is not None else None
+    if accepted is not None and CONTENT_TYPES[chosen] not in accepted and chosen not in accepted:
+        raise InvalidMessage(
+            f"serializer {chosen!r} is not in the app's accept_content ({', '.join(sorted(accepted))}): "
+            "workers would refuse the request",
+            "serializer",
+        )
+    return chosen
+
+
 def _answer(message: Any, app: Any, task: Any, error: InvalidMessage) -> None:
     """Store ``error`` as the result of the refused message's task id."""
     task_id = (getattr(message, "headers", None) or {}).get("id")
@@ -44,6 +67,27 @@ def _answer(message: Any, app: Any, task: Any, error: InvalidMessage) -> None:
         backend.store_result(task_id, error, "FAILURE")
     except Exception:  # the refusal itself must not take the worker down
         logger.exception("could not store the refusal of task %s", task_id)
+
+
+def _release(message: Any, app: Any, error: InvalidMessage) -> None:
+    """A refused request registered with a group must not hold it: its waiters get the refusal too."""
+    from .discovery import installed
+    from .dispatch import HEADER
+    from .records import RequestRecord
+
+    header = (getattr(message, "headers", None) or {}).get(HEADER) or {}
+    plugin = installed(app)
+    task_id = (getattr(message, "headers", None) or {}).get("id")
+    if plugin is None or not header.get("group") or not task_id:
+        return
+    try:
+        if header.get("token"):
+            plugin.dispatcher.complete(header["group"], str(header.get("key", "")), header["token"], error)
+        elif header.get("hosted"):
+            record = RequestRecord(task_id, str(header.get("key", "")), "")
+            plugin.dispatcher.withdraw(header["group"], record, error)
+    except Exception:  # the refusal must not take the worker down
+        logger.exception("could not release the group of refused task %s", task_id)
 
 
 def _accepted(app: Any, content_type: str) -> bool:
@@ -64,11 +108,13 @@ def safe_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
     def guarded(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> Any:
         content_type = message.content_type
         if content_type not in SAFE_CONTENT_TYPES or content_type not in accepted:
-            _answer(message, app, task, InvalidMessage(
+            error = InvalidMessage(
                 f"task message of content type {content_type!r} refused: celery_persistent "
                 "accepts only JSON or msgpack, and only what the app's accept_content allows",
                 "content_type",
-            ))
+            )
+            _answer(message, app, task, error)
+            _release(message, app, error)
             if content_type in accepted:
                 # Celery would decode and run it; the plugin never does.
                 logger.error("refused task %s: unsafe content type %s", message.headers.get("id"), content_type)
@@ -77,7 +123,9 @@ def safe_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
         try:
             return handle(message, body, ack, reject, callbacks, **kw)
         except DecodeError as exc:
-            _answer(message, app, task, InvalidMessage(f"task message could not be decoded: {exc}", "body"))
+            error = InvalidMessage(f"task message could not be decoded: {exc}", "body")
+            _answer(message, app, task, error)
+            _release(message, app, error)
             raise
 
     return guarded

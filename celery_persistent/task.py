@@ -15,7 +15,7 @@ from .dispatch import HEADER
 from .errors import PersistentError
 from .planning import unpack
 from .registry import unavailable_as_typed
-from .safety import check_serializer
+from .safety import choose_serializer
 
 if TYPE_CHECKING:
     from .plugin import Persistent
@@ -25,7 +25,7 @@ class PersistentTask(Task):
     """Base class of resolve tasks; ``persistent`` is set at registration."""
 
     persistent: ClassVar[Persistent]
-    serializer = "json"
+    serializer = None  # the app's task_serializer when it is safe (see safety.choose_serializer)
     Strategy = "celery_persistent.safety:safe_strategy"
     track_started = False
 
@@ -42,7 +42,8 @@ class PersistentTask(Task):
     ) -> AsyncResult:
         if self.app.conf.task_always_eager:
             return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
-        check_serializer(options.get("serializer"))
+        options["serializer"] = choose_serializer(options.get("serializer"), self.app.conf.task_serializer,
+                                                  self.app.conf.accept_content)
         msg1, msg2, opts = unpack(args, kwargs)
         with unavailable_as_typed():
             plan = self.persistent.plan(msg1, msg2, opts)
@@ -55,6 +56,10 @@ class PersistentTask(Task):
     def publish(self, args: list[Any], task_id: str, header: dict[str, Any], options: dict[str, Any]) -> AsyncResult:
         """Send the message itself: Celery's own ``apply_async``, plus our header."""
         options = dict(options)
+        if not options.get("serializer"):
+            # Requests published later (queued, recovered) go out as their caller's did, never pickled.
+            options["serializer"] = choose_serializer(None, self.app.conf.task_serializer,
+                                                      self.app.conf.accept_content)
         headers = dict(options.pop("headers", None) or {})
         headers[HEADER] = header
         return super().apply_async(args, None, task_id=task_id, headers=headers, **options)

@@ -9,7 +9,7 @@ and the failure of its chain.  One waiter's failure never stops the rest.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import Celery, signature, states
@@ -24,17 +24,39 @@ logger = logging.getLogger(__name__)
 
 
 class Answerer:
-    """Answers requests that did not run themselves, and announces them as task events."""
+    """Answers requests that did not run themselves, and announces them as task events.
 
-    def __init__(self, app: Celery, events: Events) -> None:
+    ``revoked`` tells which of them were revoked (``revocation.RevokedIds``):
+    those are stored as REVOKED instead, and their links never run.
+    """
+
+    def __init__(self, app: Celery, events: Events, revoked: Callable[[list[str]], set[str]] | None = None) -> None:
         self.app = app
         self.events = events
+        self.revoked = revoked
 
     def __call__(self, records: Iterable[RequestRecord], outcome: Any) -> int:
         """Give every record the leader's Msg3, or its error; return how many."""
-        done = answer(self.app, records, outcome)
+        pending = self._skip_revoked(list(records))
+        done = answer(self.app, pending, outcome)
         self.events.announce(done)
         return len(done)
+
+    def _skip_revoked(self, records: list[RequestRecord]) -> list[RequestRecord]:
+        if self.revoked is None or not records:
+            return records
+        try:
+            revoked = self.revoked([record.id for record in records])
+        except Exception:  # answering matters more than honouring a revoke
+            logger.warning("could not read revoked ids; answering everyone", exc_info=True)
+            return records
+        for record in records:
+            if record.id in revoked:
+                try:
+                    self.app.backend.mark_as_revoked(record.id, "revoked", request=record.context())
+                except Exception:
+                    logger.exception("could not store the revocation of %s", record.id)
+        return [record for record in records if record.id not in revoked]
 
     def is_answered(self, task_id: str) -> bool:
         return is_answered(self.app, task_id)

@@ -14,18 +14,20 @@ worker or consumer they are given.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 from celery import bootsteps
 from celery.exceptions import ImproperlyConfigured
-from celery.signals import task_received
+from celery.signals import task_received, task_revoked
 from celery.worker import state
 
 from .config import DEFAULT_CACHE_BYTES
 from .discovery import installed
 from .dispatch import HEADER
+from .revocation import RevokeSync
 
 if TYPE_CHECKING:
     from .plugin import Persistent
@@ -107,7 +109,10 @@ class PersistentStep(bootsteps.StartStopStep):
         plugin = _plugin(worker.app)
         self.reception = ReceptionMark(worker.app)
         task_received.connect(self.reception, weak=False)
+        self.revocation = plugin.wiring.revocation
+        task_revoked.connect(self.revocation, weak=False)
         keeper = plugin.runtime.keeper
+        keeper.add_tick(RevokeSync(state.revoked, plugin.wiring.revoked, time.time))
         keeper.add_source(reserved_leases)
         keeper.add_tick(plugin.reaper.reap)
         if plugin.host is not None:
@@ -116,9 +121,10 @@ class PersistentStep(bootsteps.StartStopStep):
 
     def stop(self, worker: Any) -> None:
         plugin = _plugin(worker.app)
-        reception = getattr(self, "reception", None)
-        if reception is not None:
-            task_received.disconnect(reception)
+        for signal, name in ((task_received, "reception"), (task_revoked, "revocation")):
+            receiver = getattr(self, name, None)
+            if receiver is not None:
+                signal.disconnect(receiver)
         # Stop the beat first: it would otherwise report this worker live
         # again, and take new groups, while it hands its own away.
         plugin.runtime.keeper.stop()

@@ -92,6 +92,10 @@ class KeySpace:
         """STRING: a stored message, content addressed."""
         return f"{self.prefix}:store:{digest}"
 
+    def revoked(self) -> str:
+        """ZSET: task ids workers were told to revoke -> when (s); answers skip them."""
+        return f"{self.prefix}:revoked"
+
     def pulse(self) -> str:
         """HASH: when any worker last reached the registry, and when it resumed after a gap."""
         return f"{self.prefix}:pulse"

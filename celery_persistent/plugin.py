@@ -34,6 +34,7 @@ from .protocol import SubmitOutcome
 from .records import RequestRecord
 from .recovery import Reaper
 from .registry import Registry
+from .revocation import Revocation, RevokedIds
 from .runtime import Runtime
 from .store import MessageStore, Ref, as_ref, is_ref
 from .task import PersistentTask
@@ -82,7 +83,8 @@ class Persistent:
         return self._settings
 
     @property
-    def _wiring(self) -> Wiring:
+    def wiring(self) -> Wiring:
+        """This process's components (built on first use, and again after a fork)."""
         wired = self._wired
         if wired is None or not wired.runtime.current:
             with self._lock:
@@ -95,7 +97,7 @@ class Persistent:
     @property
     def runtime(self) -> Runtime:
         """This process's settings, Redis client, registry, store, lease keeper and metrics."""
-        return self._wiring.runtime
+        return self.wiring.runtime
 
     @property
     def redis(self) -> redis.Redis:
@@ -123,27 +125,27 @@ class Persistent:
 
     @property
     def planner(self) -> Planner:
-        return self._wiring.planner
+        return self.wiring.planner
 
     @property
     def dispatcher(self) -> Dispatcher:
-        return self._wiring.dispatcher
+        return self.wiring.dispatcher
 
     @property
     def coalescer(self) -> Coalescer:
-        return self._wiring.coalescer
+        return self.wiring.coalescer
 
     @property
     def placer(self) -> Placer:
-        return self._wiring.placer
+        return self.wiring.placer
 
     @property
     def reaper(self) -> Reaper:
-        return self._wiring.reaper
+        return self.wiring.reaper
 
     def host_on(self, hostname: str, cache_bytes: int | None = None, default_timeout: float | None = None) -> Host:
         """Make this process a persistent worker (the --persistent bootstep calls it)."""
-        wired = self._wiring
+        wired = self.wiring
         settings = self.settings
         self.host = build_host(
             self.app, hostname, wired.runtime, wired.planner, wired.placer, self.devices, wired.answer,
@@ -231,7 +233,7 @@ class Persistent:
     def notify(self, group: str, msg2: Any, msg3: Any, opts: Mapping[str, Any] | None = None) -> int:
         """Answer the current waiters of (group, Msg2) without releasing the group."""
         waiters = self.registry.take_waiters(group, message_digest(msg2))
-        return self._wiring.answer(waiters, msg3)
+        return self.wiring.answer(waiters, msg3)
 
     def await_(
         self,
@@ -332,17 +334,21 @@ class Wiring:
     placer: Placer
     coalescer: Coalescer
     reaper: Reaper
+    revocation: Revocation
+    revoked: RevokedIds
 
     @classmethod
     def build(cls, app: Celery, devices: DeviceRegistry, runtime: Runtime) -> Wiring:
         settings, registry, store = runtime.settings, runtime.registry, runtime.store
         planner = Planner(devices, store, app.conf, settings.max_message_bytes)
-        answer = Answerer(app, Events(app, settings.send_events))
+        revoked = RevokedIds(runtime.client, runtime.keys.revoked())
+        answer = Answerer(app, Events(app, settings.send_events), revoked=revoked.which)
         dispatcher = Dispatcher(app, registry, store, answer, settings.inline_bytes)
         placer = Placer(app, registry, store, planner, dispatcher, settings.queue_prefix)
         coalescer = Coalescer(app, registry, store, runtime.keeper, runtime.metrics, answer, dispatcher, placer)
         reaper = Reaper(registry, store, runtime.metrics, answer, dispatcher, placer, gap=settings.outage_gap)
-        return cls(runtime, planner, answer, dispatcher, placer, coalescer, reaper)
+        revocation = Revocation(app, registry, dispatcher)
+        return cls(runtime, planner, answer, dispatcher, placer, coalescer, reaper, revocation, revoked)
 
 
 def _resolve(

@@ -13,6 +13,7 @@ worker or consumer they are given.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Iterator
@@ -79,6 +80,16 @@ class ReceptionMark:
             logger.warning("could not mark request %s reserved", getattr(request, "id", "?"), exc_info=True)
 
 
+def reserved_groups() -> set[str]:
+    """Groups of the hosted requests this worker holds (reserved or running): their messages are not lost."""
+    groups = set()
+    for request in list(state.requests.values()):
+        header = request.request_dict.get(HEADER)
+        if header and header.get("hosted"):
+            groups.add(str(header.get("group")))
+    return groups
+
+
 def _plugin(app: Any) -> Persistent:
     plugin = installed(app)
     if plugin is None:  # the steps are only added by Persistent(app)
@@ -93,11 +104,13 @@ class PersistentStep(bootsteps.StartStopStep):
 
     def __init__(self, worker: Any, persistent: bool = False, persistent_cache_bytes: int | None = None,
                  persistent_timeout: float | None = None, **kwargs: Any) -> None:
+        # Registers the group-aware add_consumer command, in workers only.
+        importlib.import_module(f"{__package__}.control")
         self.hosting = persistent
         if persistent:
             # Made here, before any consumer step starts and binds to it.
             _plugin(worker.app).host_on(worker.hostname, cache_bytes=persistent_cache_bytes,
-                                        default_timeout=persistent_timeout)
+                                        default_timeout=persistent_timeout, reserved_groups=reserved_groups)
         super().__init__(worker, **kwargs)
 
     def start(self, worker: Any) -> None:

@@ -114,3 +114,11 @@ class RegistryUnavailable(PersistentError):
     Raised to callers instead of redis-py's connection errors, so that code
     catching ``PersistentError`` sees it; safe to retry once Redis is back.
     """
+
+
+class RequestLost(PersistentError):
+    """An accepted request's message left its group queue without being run (a ``purge``, most likely).
+
+    The request will not run: its caller and its waiters get this instead of
+    waiting for ever.
+    """

@@ -143,7 +143,8 @@ class Persistent:
     def reaper(self) -> Reaper:
         return self.wiring.reaper
 
-    def host_on(self, hostname: str, cache_bytes: int | None = None, default_timeout: float | None = None) -> Host:
+    def host_on(self, hostname: str, cache_bytes: int | None = None, default_timeout: float | None = None,
+                reserved_groups: Callable[[], set[str]] = set) -> Host:
         """Make this process a persistent worker (the --persistent bootstep calls it)."""
         wired = self.wiring
         settings = self.settings
@@ -152,6 +153,7 @@ class Persistent:
             wired.dispatcher,
             cache_bytes=cache_bytes or settings.cache_bytes,
             default_timeout=default_timeout or settings.default_worker_timeout,
+            reserved_groups=reserved_groups,
         )
         return self.host
 

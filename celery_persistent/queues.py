@@ -10,8 +10,13 @@ argument.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import Any
+
 from celery import Celery
 from kombu.entity import Exchange, Queue
+from kombu.transport.virtual import Transport as VirtualTransport
 
 SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
 
@@ -49,3 +54,32 @@ def queue_exists(app: Celery, name: str) -> bool:
         except conn.channel_errors:
             return False
     return True
+
+
+def queue_depths(app: Celery, names: Iterable[str]) -> dict[str, int | None]:
+    """Messages waiting in each queue, by a passive declare (Redis and AMQP alike).
+
+    On Redis, kombu's passive declare sums the queue's list and its priority
+    lists (``name\\x06\\x163`` ...); Redis deletes empty lists, so a missing
+    queue counts 0.  On AMQP a missing queue is ``None``.
+    """
+    names = list(dict.fromkeys(names))
+    if not names:
+        return {}
+    depths: dict[str, int | None] = {}
+    with app.connection_for_read() as conn:
+        missing = 0 if isinstance(conn.transport, VirtualTransport) else None
+        for name in names:
+            channel = conn.channel()
+            try:
+                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except conn.channel_errors:
+                depths[name] = missing  # AMQP closes the channel on 404: one channel per queue
+            finally:
+                _close(channel)
+    return depths
+
+
+def _close(channel: Any) -> None:
+    with suppress(Exception):  # a channel the broker already closed
+        channel.close()

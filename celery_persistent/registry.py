@@ -376,6 +376,14 @@ class Registry:
                 self.keys.inflight(group), self.keys.owner(group)]
         return [RequestRecord.loads(r) for r in self._scripts["take"](keys=keys, args=[])]
 
+    def accepted(self, group: str) -> list[RequestRecord]:
+        """The accepted, unfinished requests of a hosted group, in order (reads only)."""
+        ids = [_text(i) for i in self.client.zrange(self.keys.hosted_ids(group), 0, -1)]
+        if not ids:
+            return []
+        raw = self.client.hmget(self.keys.hosted_records(group), ids)
+        return [RequestRecord.loads(r) for r in raw if r is not None]
+
     def unfinished(self, group: str) -> int:
         """How many accepted requests of a hosted group are not done yet."""
         return int(self.client.zcard(self.keys.hosted_ids(group)))

@@ -69,6 +69,30 @@ def _answer(message: Any, app: Any, task: Any, error: InvalidMessage) -> None:
         logger.exception("could not store the refusal of task %s", task_id)
 
 
+def _misrouted(message: Any, app: Any, consumer: Any) -> bool:
+    """A hosted group's request reached a worker that hosts no groups: put it back, stop consuming its queue.
+
+    Only an operator's ``-Q`` or ``add_consumer`` makes an ordinary worker
+    consume a group queue; running the request there would skip the group's
+    Msg1 and its serialization, so it goes back to the queue for its host.
+    """
+    from .discovery import installed
+    from .dispatch import HEADER
+
+    header = (getattr(message, "headers", None) or {}).get(HEADER) or {}
+    plugin = installed(app)
+    if not header.get("hosted") or plugin is None or plugin.host is not None:
+        return False
+    queue = (getattr(message, "delivery_info", None) or {}).get("routing_key") or ""
+    logger.warning("request %s of group %s reached a worker without --persistent (queue %s): "
+                   "requeued, and this worker stops consuming that queue",
+                   message.headers.get("id"), header.get("group"), queue)
+    message.reject(requeue=True)
+    if queue:
+        consumer.call_soon(consumer.cancel_task_queue, queue)
+    return True
+
+
 def _release(message: Any, app: Any, error: InvalidMessage) -> None:
     """A refused request registered with a group must not hold it: its waiters get the refusal too."""
     from .discovery import installed
@@ -120,6 +144,8 @@ def safe_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Any:
                 logger.error("refused task %s: unsafe content type %s", message.headers.get("id"), content_type)
                 ack(logger, consumer.connection_errors)
                 return None
+        if _misrouted(message, app, consumer):
+            return None
         try:
             return handle(message, body, ack, reject, callbacks, **kw)
         except DecodeError as exc:

@@ -14,6 +14,8 @@ it.  The parts, one job each:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from celery import Celery
 
 from ..answers import Answerer
@@ -33,13 +35,13 @@ __all__ = ["GroupQueues", "Host", "Hosted", "HostedTable", "Msg1Cache", "Runner"
 
 def build_host(app: Celery, hostname: str, runtime: Runtime, planner: Planner, placer: Placer,
                devices: DeviceRegistry, answer: Answerer, dispatcher: Dispatcher, cache_bytes: int,
-               default_timeout: float) -> Host:
+               default_timeout: float, reserved_groups: Callable[[], set[str]] = set) -> Host:
     """Wire a Host from the process's runtime."""
     table = HostedTable()
     cache = Msg1Cache(table, runtime.store, runtime.metrics, cache_bytes)
     queues = GroupQueues(app)
     host = Host(answer.events, hostname, runtime.registry, runtime.store, placer, devices, runtime.metrics,
-                table, cache, queues, default_timeout)
+                table, cache, queues, default_timeout, dispatcher, reserved_groups)
     host.attach(Runner(answer, runtime.registry, runtime.store, planner, table, cache, queues,
                        runtime.settings.queue_prefix, runtime.settings.max_message_bytes, host.restart, host.let_go,
                        dispatcher.settle))

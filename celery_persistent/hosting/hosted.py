@@ -39,6 +39,7 @@ class Hosted:
     releasing: bool = False
     retired: set[str] = field(default_factory=set)  # aliases whose old queue is done and deleted
     stopping: bool = False  # stop_worker: release as soon as its accepted requests are done
+    suspects: set[str] = field(default_factory=set)  # accepted ids with no message last time we looked
 
     def as_ref(self) -> Ref:
         ref = Ref({REF_KEY: self.ref, "device": self.device, "bytes": self.size})

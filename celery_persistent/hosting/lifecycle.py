@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 
 from ..device import DeviceRegistry
-from ..errors import PersistentError
+from ..dispatch import Dispatcher
+from ..errors import PersistentError, RequestLost
 from ..events import Events
 from ..inbox import Command, CommandKind
 from ..metrics import Metrics
 from ..placement import Placer
 from ..protocol import Adopted, Placement, UnhostStatus
+from ..queues import queue_depths
 from ..registry import Registry
 from ..store import REF_KEY, MessageStore, Ref
 from .cache import Msg1Cache
@@ -39,8 +42,12 @@ class Host:
 
     def __init__(self, events: Events, hostname: str, registry: Registry, store: MessageStore, placer: Placer,
                  devices: DeviceRegistry, metrics: Metrics, table: HostedTable, cache: Msg1Cache,
-                 queues: GroupQueues, default_timeout: float) -> None:
+                 queues: GroupQueues, default_timeout: float, dispatcher: Dispatcher,
+                 reserved_groups: Callable[[], set[str]] = set) -> None:
         self.events = events
+        self.app = queues.app
+        self.dispatcher = dispatcher
+        self.reserved_groups = reserved_groups
         self.hostname = hostname
         self.registry = registry
         self.store = store
@@ -54,6 +61,9 @@ class Host:
         self.runner: Runner | None = None  # attached by attach(): it calls back into restart()
         self.draining = False
         self._beats = 0
+
+    def hosts_queue(self, queue: str) -> bool:
+        return any(queue in h.queues() for h in self.table.all())
 
     def attach(self, runner: Runner) -> None:
         self.runner = runner
@@ -87,6 +97,10 @@ class Host:
         for h in hosted:
             self._retire_aliases(h)
             if h.releasing or self.busy:
+                continue
+            if self.queues.cancelled(h.queue):
+                h.releasing = True
+                self.queues.soon(partial(self.give_up, h))
                 continue
             if h.stopping or now - h.last > h.timeout:
                 h.releasing = True
@@ -193,9 +207,11 @@ class Host:
                 logger.exception("on_idle of device %s failed for group %s", h.device, h.group)
         unhosted = self.registry.unhost(h.group, h.token, force=force)
         if unhosted.status is UnhostStatus.BUSY:
-            # A request raced the timeout: it is accepted, so keep hosting and run it.
+            # A request raced the timeout: it is accepted, so keep hosting and run it;
+            # unless its message is gone (a purge): then it is answered, not awaited.
             h.releasing = False
-            h.last = time.monotonic()
+            if not self._settle_lost(h):
+                h.last = time.monotonic()
             return
         if unhosted.status is UnhostStatus.STALE:
             # Another owner has the group now, and consumes its queue: leave it be.
@@ -211,6 +227,30 @@ class Host:
         self.events.worker(self.hostname, "released", group=h.group, reason=reason,
                      handed_on=len(unfinished))
         self.placer.hand_on(unfinished, h.as_ref() if h.msg1 is not None else Ref({REF_KEY: h.ref, "device": h.device}))
+
+    def _settle_lost(self, h: Hosted) -> bool:
+        """Answer accepted requests whose message left the queue unrun; True while some are suspected.
+
+        A request is lost when, on two looks a beat apart, it is accepted but
+        its queue is empty and this worker holds no message of the group: an
+        operator purged the queue.  Its caller and waiters get RequestLost,
+        and it is withdrawn so that no later owner runs it.
+        """
+        accepted = self.registry.accepted(h.group)
+        if not accepted or (queue_depths(self.app, [h.queue]).get(h.queue) or 0) > 0 \
+                or h.group in self.reserved_groups():
+            h.suspects.clear()
+            return False
+        ids = {record.id for record in accepted}
+        confirmed = [record for record in accepted if record.id in h.suspects]
+        h.suspects = ids
+        for record in confirmed:
+            error = RequestLost(f"request {record.id} of group {h.group} left queue {h.queue} without "
+                                "running (purged?): it will not run", h.group)
+            if self.dispatcher.withdraw(h.group, record, error):
+                self.dispatcher.answer([record.waiter()], error)
+            h.suspects.discard(record.id)
+        return True
 
     def shutdown(self) -> None:
         """Warm shutdown: hand every hosted group to another persistent worker."""
@@ -236,6 +276,13 @@ class Host:
         logger.info("handed group %s to %s", h.group, target)
         self.events.worker(self.hostname, "handed-off", group=h.group, to=target)
         return True
+
+    def give_up(self, h: Hosted) -> None:
+        """An operator stopped this worker consuming the group's queue (``cancel_consumer``):
+        another persistent worker takes the group, or it is dissolved and its requests run as usual."""
+        logger.warning("group %s: its queue %s is no longer consumed here; handing the group on", h.group, h.queue)
+        if not self.hand_off(h, allow_self=False):
+            self.release(h, reason="cancelled", force=True)
 
     def restart(self, h: Hosted) -> None:
         """error_strategy="throw": end this instance; a fresh one resumes from the checkpoint."""

@@ -82,7 +82,7 @@ class Dispatcher:
         if submitted.outcome is SubmitOutcome.HOSTED:
             try:
                 return self.publish_hosted(task, record, group, submitted.queue, submitted.ref, options)
-            except Exception as exc:
+            except BaseException as exc:  # interrupted sends too: nothing may stay registered
                 if self.withdraw(group, record, exc):
                     raise
                 return task.AsyncResult(task_id)  # its worker has it already (adoption): it will answer
@@ -91,7 +91,7 @@ class Dispatcher:
         faults.point("after-submit")
         try:
             result = self.publish(record, group, submitted.token, options)
-        except Exception as exc:
+        except BaseException as exc:
             # Never leave a lock orphaned by a failed publish.
             self.complete(group, plan.key, submitted.token, exc)
             raise

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -60,6 +62,10 @@ class Persistent:
         self._settings: Settings | None = None
         self._wired: Wiring | None = None
         self._lock = threading.Lock()
+        # A prefork child is forked while the parent's lease thread runs: any lock
+        # it held at that instant would stay locked in the child for ever.  The
+        # child builds its own runtime (new locks) and gets a fresh lock here.
+        _fork_safe(self)
         self.resolve = app.task(
             name=task_name,
             base=PersistentTask,
@@ -323,6 +329,17 @@ class Persistent:
         for record in records:
             self.dispatcher.resubmit(record, to)
         return len(records)
+
+
+def _fork_safe(plugin: Persistent) -> None:
+    ref = weakref.ref(plugin)
+
+    def after_in_child() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._lock = threading.Lock()
+
+    os.register_at_fork(after_in_child=after_in_child)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ class GroupQueues:
         self.consumer: Any = None
         self._waiting: list[Callable[[], Any]] = []
         self._lock = threading.Lock()
-        self._started: set[str] = set()  # group queues this worker chose to consume
 
     def bind(self, consumer: Any, queues: list[str] | None = None) -> None:
         """The consumer (re)started: add ``queues`` to it, then run the work that waited for it.
@@ -69,7 +68,6 @@ class GroupQueues:
         tasks = consumer.task_consumer
         added = False
         for name in queues:
-            self._started.add(name)
             if tasks.consuming_from(name):
                 continue
             tasks.add_queue(declared.select_add(group_queue(name)))
@@ -78,16 +76,7 @@ class GroupQueues:
             tasks.consume()
             logger.info("consuming %d more group queue(s)", len(queues))
 
-    def cancelled(self, queue: str) -> bool:
-        """True if this worker consumed ``queue`` and something else stopped it (``cancel_consumer``)."""
-        consumer = self.consumer
-        if consumer is None or queue not in self._started:
-            return False
-        tasks = getattr(consumer, "task_consumer", None)
-        return tasks is not None and not tasks.consuming_from(queue)
-
     def stop(self, queue: str) -> None:
-        self._started.discard(queue)
         if self.consumer is not None:
             try:
                 self.consumer.cancel_task_queue(queue)

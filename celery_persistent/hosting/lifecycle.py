@@ -98,10 +98,6 @@ class Host:
             self._retire_aliases(h)
             if h.releasing or self.busy:
                 continue
-            if self.queues.cancelled(h.queue):
-                h.releasing = True
-                self.queues.soon(partial(self.give_up, h))
-                continue
             if h.stopping or now - h.last > h.timeout:
                 h.releasing = True
                 self.queues.soon(partial(self.release, h, reason="stop" if h.stopping else "idle"))
@@ -276,6 +272,13 @@ class Host:
         logger.info("handed group %s to %s", h.group, target)
         self.events.worker(self.hostname, "handed-off", group=h.group, to=target)
         return True
+
+    def give_up_queue(self, queue: str) -> None:
+        """``cancel_consumer`` of a hosted group's queue (on the event loop): hand its group on."""
+        h = next((h for h in self.table.all() if queue in h.queues()), None)
+        if h is not None and not h.releasing:
+            h.releasing = True
+            self.give_up(h)
 
     def give_up(self, h: Hosted) -> None:
         """An operator stopped this worker consuming the group's queue (``cancel_consumer``):

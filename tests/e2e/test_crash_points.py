@@ -63,3 +63,36 @@ def test_death_after_finish_hosted_keeps_the_state_and_every_answer(redis_app, r
     assert int(rdb.get(evidence_key("runs", uid))) == 6
     info = wait_until(lambda: hosted(p, handle.group), message="the group on the survivor")
     assert info["hostname"] != victim.hostname
+
+
+def test_a_request_answered_with_worker_lost_is_never_run_later(workers, persistent, rdb, uid, tmp_path):
+    """A prefork child dies before it claims: Celery answers WorkerLostError, and that stays the one outcome."""
+    from billiard.exceptions import WorkerLostError
+
+    victim_queue = f"victim-{uid}"
+    victim = Worker(pool="prefork", concurrency=1, extra=["-Q", victim_queue], env={ENV: "before-claim"},
+                    logdir=tmp_path)
+    survivor = Worker(pool="solo", logdir=tmp_path)
+    workers.extend([victim, survivor])
+    victim.wait_ready()
+    survivor.wait_ready()
+
+    msg1 = {"device": "serial", "id": uid}
+    lost = persistent.resolve.apply_async((msg1, {"path": "run", "n": 0}), queue=victim_queue)
+    twin = persistent.resolve.delay(msg1, {"path": "run", "n": 0})
+    try:
+        lost.get(timeout=BOUND)
+        raise AssertionError("the lost request must not succeed")
+    except WorkerLostError:
+        pass
+    # Its twin coalesced onto it: it gets the same outcome, not an execution of its own.
+    try:
+        twin.get(timeout=BOUND)
+        raise AssertionError("the twin must share the lost request's outcome")
+    except WorkerLostError:
+        pass
+    # The group moved on: a later request runs (on the survivor), the lost one never does.
+    later = persistent.resolve.delay(msg1, {"path": "run", "n": 1})
+    assert later.get(timeout=BOUND)["n"] == 1
+    assert [int(n) for n in rdb.lrange(evidence_key("order", uid), 0, -1)] == [1]
+    assert lost.state == "FAILURE"

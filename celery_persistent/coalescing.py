@@ -145,8 +145,9 @@ class Coalescer:
             self.placer.place(msg3, plan.opts, plan.group, expect=token, timeout=float(plan.opts["worker_timeout"]))
         except PersistentError as exc:
             logger.warning("spawn_worker for %s: %s; handing the group on instead", plan.group, exc)
-            # The group is still this token's (finish kept it): release it now.
-            self.dispatcher.complete(plan.group, plan.key, token, msg3)
+            # The group is still this token's (finish kept it): release it now.  The
+            # delivery (same member) stays open until the tracer stored this request's answer.
+            self.dispatcher.complete(plan.group, plan.key, token, msg3, settle=request is None)
 
     def execute(self, plan: Plan, check_result: bool = True) -> Any:
         return execute(self.store, plan, check_result)

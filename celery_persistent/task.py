@@ -79,7 +79,9 @@ class PersistentTask(Task):
             if header and header.get("token"):
                 # Registered by a client that saw the input differently (another
                 # device version?): release the group so that it does not stall.
-                self.persistent.dispatcher.complete(header["group"], header["key"], header["token"], exc)
+                finished = self.persistent.dispatcher.complete(header["group"], header["key"], header["token"], exc,
+                                                               settle=False)
+                request.persistent_delivery = finished.delivery  # settled once the tracer stored the error
             raise
         if request.called_directly:
             return self.persistent.coalescer.execute(plan)

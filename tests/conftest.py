@@ -15,13 +15,13 @@ import pytest
 import redis
 from hypothesis import settings
 
-# `make test-fast` runs the property tests with fewer examples (--hypothesis-profile=fast);
-# `make test` keeps Hypothesis' default of 100 per test.
-settings.register_profile("fast", max_examples=20)
-
 from celery_persistent.embedded import local_or_embedded_redis
 from celery_persistent.keys import KeySpace
 from celery_persistent.registry import Registry
+
+# `make test-fast` runs the property tests with fewer examples (--hypothesis-profile=fast);
+# `make test` keeps Hypothesis' default of 100 per test.
+settings.register_profile("fast", max_examples=20)
 
 REDIS_URL = os.environ.get("CP_TEST_REDIS_URL") or local_or_embedded_redis(db=13)
 SESSION = uuid.uuid4().hex[:8]

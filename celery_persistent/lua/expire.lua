@@ -37,6 +37,7 @@ if mode == 'hosted' or mode == 'moved' then
   return {'orphan', redis.call('HGET', KEYS[1], 'host'), mode}
 end
 if state ~= 'running' and state ~= 'dead' then
+  redis.call('HSET', KEYS[1], 'state', 'queued')
   return {'requeue', redis.call('HGET', KEYS[1], 'request')}
 end
 redis.call('HSET', KEYS[1], 'state', 'dead')

@@ -1,22 +1,38 @@
-"""finish.lua: the leader is done; take its waiters and hand the group on (or keep it)."""
+"""finish.lua: the leader is done; take its waiters, hand the group on (or keep it), and keep a delivery.
+
+The delivery holds everything the caller still has to do (answer the leader and
+its waiters with the outcome, publish the next request) until deliver.lua
+"done"; its member in the deliveries ZSET carries the deadline after which the
+reaper completes it.
+"""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.lua.support import record, waiter
+from tests.lua.support import record, server_clock, waiter
 
 GROUP = "g"
 KEY = "k"
 TOKEN = "tok-1"
 NEXT = "tok-2"
-NEXT_DEADLINE = 50_000
+NEXT_LEASE = 50_000  # how long the next owner may wait on the broker (ms)
+DELIVERY_LEASE = 8_000
+OUTCOME = json.dumps({"value": {"msg3": 1}})
+MEMBER = f"{GROUP} {TOKEN}"
 
 
-def finish(scripts, ks, token=TOKEN, keep="", count="1"):
+def finish(scripts, ks, token=TOKEN, keep="", count="1", outcome=OUTCOME):
     keys = [ks.owner(GROUP), ks.inflight(GROUP), ks.waiters(GROUP, KEY), ks.pending(GROUP), ks.leases(),
-            ks.metrics()]
-    return scripts["finish"](keys=keys, args=[GROUP, KEY, token, NEXT, NEXT_DEADLINE, keep, count])
+            ks.metrics(), ks.delivery(GROUP, token), ks.delivery_waiters(GROUP, token), ks.deliveries()]
+    args = [GROUP, KEY, token, NEXT, NEXT_LEASE, keep, count, DELIVERY_LEASE, f"{GROUP} {token}", outcome]
+    return scripts["finish"](keys=keys, args=args)
+
+
+def delivery(db, ks, token=TOKEN):
+    return db.hgetall(ks.delivery(GROUP, token))
 
 
 @pytest.fixture
@@ -32,11 +48,18 @@ def running(db, ks):
 
 
 def test_the_last_leader_releases_the_group(db, ks, scripts, running):
-    assert finish(scripts, ks) == ["done", "", waiter("w1", KEY), waiter("w2", KEY)]
+    with server_clock(db) as now:
+        assert finish(scripts, ks) == ["done", "", waiter("w1", KEY), waiter("w2", KEY)]
 
     assert not db.exists(ks.owner(GROUP), ks.inflight(GROUP), ks.waiters(GROUP, KEY))
     assert db.zrange(ks.leases(), 0, -1, withscores=True) == [("other", 2000.0)]
     assert db.hgetall(ks.metrics()) == {"executions": "1"}
+    # Everything still owed is kept: the outcome, the leader's own request, its waiters (the list, renamed).
+    assert delivery(db, ks) == {"leader": "a", "self": record("a", KEY), "outcome": OUTCOME, "next": "",
+                                "next_token": NEXT}
+    assert db.lrange(ks.delivery_waiters(GROUP, TOKEN), 0, -1) == [waiter("w1", KEY), waiter("w2", KEY)]
+    assert db.zrange(ks.deliveries(), 0, -1) == [MEMBER]
+    assert db.zscore(ks.deliveries(), MEMBER) in now + DELIVERY_LEASE
 
 
 def test_the_next_queued_request_becomes_the_owner(db, ks, scripts, running):
@@ -44,29 +67,42 @@ def test_the_next_queued_request_becomes_the_owner(db, ks, scripts, running):
     db.rpush(ks.pending(GROUP), record("b", "k2", 1), record("c", "k3", 2))
     db.hset(ks.inflight(GROUP), mapping={"k2": "b", "k3": "c"})
 
-    assert finish(scripts, ks) == ["done", record("b", "k2", 1), waiter("w1", KEY), waiter("w2", KEY)]
+    with server_clock(db) as now:
+        assert finish(scripts, ks) == ["done", record("b", "k2", 1), waiter("w1", KEY), waiter("w2", KEY)]
 
+    # Published by the caller (or by the reaper, from the delivery): it may wait on the broker.
     assert db.hgetall(ks.owner(GROUP)) == {
-        "mode": "leader", "token": NEXT, "task_id": "b", "key": "k2", "state": "queued",
+        "mode": "leader", "token": NEXT, "task_id": "b", "key": "k2", "state": "published",
         "request": record("b", "k2", 1),
     }
     assert db.lrange(ks.pending(GROUP), 0, -1) == [record("c", "k3", 2)]
     assert db.hgetall(ks.inflight(GROUP)) == {"k2": "b", "k3": "c"}
-    assert db.zrange(ks.leases(), 0, -1, withscores=True) == [("other", 2000.0), (GROUP, float(NEXT_DEADLINE))]
+    assert db.zrange(ks.leases(), 0, -1) == ["other", GROUP]
+    assert db.zscore(ks.leases(), "other") == 2000
+    assert db.zscore(ks.leases(), GROUP) in now + NEXT_LEASE
     assert not db.exists(ks.waiters(GROUP, KEY))
+    assert delivery(db, ks) == {"leader": "a", "self": record("a", KEY), "outcome": OUTCOME,
+                                "next": record("b", "k2", 1), "next_token": NEXT}
+    assert db.zscore(ks.deliveries(), MEMBER) in now + DELIVERY_LEASE
 
 
 def test_keep_releases_the_key_but_not_the_group(db, ks, scripts, running):
     db.rpush(ks.pending(GROUP), record("b", "k2"))
     owner = db.hgetall(ks.owner(GROUP))
 
-    assert finish(scripts, ks, keep="keep") == ["done", "", waiter("w1", KEY), waiter("w2", KEY)]
+    with server_clock(db) as now:
+        assert finish(scripts, ks, keep="keep") == ["done", "", waiter("w1", KEY), waiter("w2", KEY)]
 
     assert db.hgetall(ks.owner(GROUP)) == owner
     assert db.lrange(ks.pending(GROUP), 0, -1) == [record("b", "k2")]
     assert db.zscore(ks.leases(), GROUP) == 1000
     assert not db.exists(ks.inflight(GROUP), ks.waiters(GROUP, KEY))
     assert db.hgetall(ks.metrics()) == {"executions": "1"}
+    # Nothing is handed on, but the answers are kept as a delivery all the same.
+    assert delivery(db, ks) == {"leader": "a", "self": record("a", KEY), "outcome": OUTCOME, "next": "",
+                                "next_token": NEXT}
+    assert db.lrange(ks.delivery_waiters(GROUP, TOKEN), 0, -1) == [waiter("w1", KEY), waiter("w2", KEY)]
+    assert db.zscore(ks.deliveries(), MEMBER) in now + DELIVERY_LEASE
 
 
 @pytest.mark.parametrize("count", ["", "0", "yes"])
@@ -74,6 +110,7 @@ def test_an_execution_is_counted_only_with_1(db, ks, scripts, running, count):
     assert finish(scripts, ks, count=count)[0] == "done"
 
     assert not db.exists(ks.metrics())
+    assert db.zrange(ks.deliveries(), 0, -1) == [MEMBER]  # a lost leader's answers are delivered too
 
 
 def test_executions_add_up(db, ks, scripts, running):
@@ -96,7 +133,39 @@ def test_an_inflight_entry_of_another_request_stays(db, ks, scripts, running):
 def test_no_waiters(db, ks, scripts, running):
     db.delete(ks.waiters(GROUP, KEY))
 
-    assert finish(scripts, ks) == ["done", ""]
+    with server_clock(db) as now:
+        assert finish(scripts, ks) == ["done", ""]
+
+    # A delivery all the same: the leader's own answer is owed.
+    assert delivery(db, ks)["self"] == record("a", KEY)
+    assert not db.exists(ks.delivery_waiters(GROUP, TOKEN))
+    assert db.zscore(ks.deliveries(), MEMBER) in now + DELIVERY_LEASE
+
+
+def test_the_outcome_is_kept_verbatim(db, ks, scripts, running):
+    """An error, encoded as the result backend would record it, with newlines and non-ASCII text."""
+    error = json.dumps({"error": {"exc_type": "ValueError", "exc_message": ["line 1\nligne 2 é"]}})
+
+    finish(scripts, ks, outcome=error)
+
+    assert delivery(db, ks)["outcome"] == error
+
+
+def test_an_owner_without_a_stored_request_leaves_empty_fields(db, ks, scripts, running):
+    db.hdel(ks.owner(GROUP), "task_id", "request")
+
+    assert finish(scripts, ks)[0] == "done"
+
+    assert delivery(db, ks) == {"leader": "", "self": "", "outcome": OUTCOME, "next": "", "next_token": NEXT}
+
+
+def test_deliveries_of_other_executions_stay(db, ks, scripts, running):
+    db.zadd(ks.deliveries(), {"other tok-9": 123})
+
+    finish(scripts, ks)
+
+    assert db.zrange(ks.deliveries(), 0, -1) == ["other tok-9", MEMBER]
+    assert db.zscore(ks.deliveries(), "other tok-9") == 123
 
 
 def test_a_stale_token_changes_nothing(db, ks, scripts, state, running):
@@ -105,7 +174,7 @@ def test_a_stale_token_changes_nothing(db, ks, scripts, state, running):
 
     assert finish(scripts, ks, token="tok-old") == ["stale"]
 
-    assert state() == before
+    assert state() == before  # in particular, no delivery
 
 
 def test_a_second_finish_of_the_same_token_is_stale(db, ks, scripts, state, running):
@@ -113,6 +182,6 @@ def test_a_second_finish_of_the_same_token_is_stale(db, ks, scripts, state, runn
     assert finish(scripts, ks)[1] == record("b", "k2")
     after_first = state()
 
-    assert finish(scripts, ks) == ["stale"]
+    assert finish(scripts, ks, outcome=json.dumps({"value": "late"})) == ["stale"]
 
-    assert state() == after_first
+    assert state() == after_first  # the first delivery, its outcome and deadline unchanged

@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lua.support import record
+from tests.lua.support import record, server_clock
 
 GROUP = "g"
 HOST = "w1"
 TOKEN = "host-tok"
-NOW = 20_000
-DEADLINE = 90_000
+LEASE = 90_000
 COMMAND = "place:g"
 
 
 def place(scripts, ks, expect="", host=HOST, token=TOKEN):
     keys = [ks.owner(GROUP), ks.leases(), ks.hosts(), ks.inbox(host), ks.pending(GROUP), ks.hosted_ids(GROUP),
             ks.hosted_records(GROUP), ks.worker(host)]
-    args = [GROUP, token, host, "q1", "ref-1", "1", "30", DEADLINE, expect, "dev", NOW, "123", "stop", COMMAND]
+    args = [GROUP, token, host, "q1", "ref-1", "1", "30", LEASE, expect, "dev", "123", "stop", COMMAND]
     return scripts["place"](keys=keys, args=args)
 
 
+# The owner hash place writes, but for "last" (the server's now; see ``owner``).
 PLACED = {
     "mode": "hosted", "token": TOKEN, "host": HOST, "queue": "q1", "ref": "ref-1", "static": "1", "timeout": "30",
-    "state": "placing", "device": "dev", "last": str(NOW), "bytes": "123", "errors": "stop",
+    "state": "placing", "device": "dev", "bytes": "123", "errors": "stop",
 }
+
+
+def owner(db, ks, now):
+    """The owner hash without "last", once "last" is checked to be the server's time of the call."""
+    fields = db.hgetall(ks.owner(GROUP))
+    assert fields.pop("last") in now
+    return fields
+
+
+def assert_placed_at(db, ks, now):
+    """The lease runs until the server's now + LEASE; the hosts ZSET scores the group with that now."""
+    assert db.zscore(ks.leases(), GROUP) in now + LEASE
+    assert db.zscore(ks.hosts(), GROUP) in now
 
 
 def leader(db, ks, token="tok-1", **fields):
@@ -36,11 +49,13 @@ def leader(db, ks, token="tok-1", **fields):
 
 
 def test_a_free_group_is_placed(db, ks, scripts):
-    assert place(scripts, ks) == ["placed"]
+    with server_clock(db) as now:
+        assert place(scripts, ks) == ["placed"]
 
-    assert db.hgetall(ks.owner(GROUP)) == PLACED
-    assert db.zrange(ks.leases(), 0, -1, withscores=True) == [(GROUP, float(DEADLINE))]
-    assert db.zrange(ks.hosts(), 0, -1, withscores=True) == [(GROUP, float(NOW))]
+    assert owner(db, ks, now) == PLACED
+    assert db.zrange(ks.leases(), 0, -1) == [GROUP]
+    assert db.zrange(ks.hosts(), 0, -1) == [GROUP]
+    assert_placed_at(db, ks, now)
     assert db.lrange(ks.inbox(HOST), 0, -1) == [COMMAND]
     assert db.hgetall(ks.worker(HOST)) == {"groups": "1"}
     assert not db.exists(ks.hosted_ids(GROUP), ks.hosted_records(GROUP), ks.pending(GROUP))
@@ -57,7 +72,7 @@ def test_the_command_goes_after_earlier_ones_and_the_load_adds_up(db, ks, script
 
 
 def test_a_group_hosted_already_exists(db, ks, scripts, state):
-    db.hset(ks.owner(GROUP), mapping={**PLACED, "host": "w2", "queue": "q2", "token": "other-tok"})
+    db.hset(ks.owner(GROUP), mapping={**PLACED, "host": "w2", "queue": "q2", "token": "other-tok", "last": "100"})
     before = state()
 
     assert place(scripts, ks) == ["exists", "w2", "q2"]
@@ -99,28 +114,33 @@ def test_a_takeover_makes_the_queued_requests_the_workers(db, ks, scripts):
     db.rpush(ks.pending(GROUP), record("b", "k2", 1), record("c", "k3", 2))
     db.hset(ks.inflight(GROUP), mapping={"k2": "b", "k3": "c"})
 
-    assert place(scripts, ks, expect="tok-1") == ["placed"]
+    with server_clock(db) as now:
+        assert place(scripts, ks, expect="tok-1") == ["placed"]
 
-    assert db.hgetall(ks.owner(GROUP)) == {**PLACED, "seq": "2"}
+    assert owner(db, ks, now) == {**PLACED, "seq": "2"}
     assert db.zrange(ks.hosted_ids(GROUP), 0, -1, withscores=True) == [("b", 1.0), ("c", 2.0)]
     assert db.hgetall(ks.hosted_records(GROUP)) == {"b": record("b", "k2", 1), "c": record("c", "k3", 2)}
     assert not db.exists(ks.pending(GROUP))
     assert db.hgetall(ks.inflight(GROUP)) == {"k2": "b", "k3": "c"}
-    assert db.zscore(ks.leases(), GROUP) == DEADLINE
+    assert_placed_at(db, ks, now)
     assert db.lrange(ks.inbox(HOST), 0, -1) == [COMMAND]
 
 
 def test_a_hand_off_keeps_the_accepted_requests_and_counts_on(db, ks, scripts):
     """Moving a hosted group from w0 (token old-tok): 'running' is cleared, executions stay, seq goes on."""
-    db.hset(ks.owner(GROUP), mapping={**PLACED, "token": "old-tok", "host": "w0", "state": "orphaned",
+    db.hset(ks.owner(GROUP), mapping={**PLACED, "token": "old-tok", "host": "w0", "state": "orphaned", "last": "100",
                                           "running": "a", "executions": "7", "seq": "3"})
+    db.zadd(ks.leases(), {GROUP: 5})
+    db.zadd(ks.hosts(), {GROUP: 100})
     db.zadd(ks.hosted_ids(GROUP), {"a": 3})
     db.hset(ks.hosted_records(GROUP), "a", record("a", "k"))
     db.rpush(ks.pending(GROUP), record("d", "k4"))
 
-    assert place(scripts, ks, expect="old-tok") == ["placed"]
+    with server_clock(db) as now:
+        assert place(scripts, ks, expect="old-tok") == ["placed"]
 
-    assert db.hgetall(ks.owner(GROUP)) == {**PLACED, "executions": "7", "seq": "4"}
+    assert owner(db, ks, now) == {**PLACED, "executions": "7", "seq": "4"}
+    assert_placed_at(db, ks, now)
     assert db.zrange(ks.hosted_ids(GROUP), 0, -1, withscores=True) == [("a", 3.0), ("d", 4.0)]
     assert db.hgetall(ks.hosted_records(GROUP)) == {"a": record("a", "k"), "d": record("d", "k4")}
     assert db.lrange(ks.inbox(HOST), 0, -1) == [COMMAND]

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lua.support import record, waiter
+from tests.lua.support import record, server_clock, waiter
 
 GROUP = "g"
 HOST_GROUP = "g-msg1"
-DEADLINE = 45_000
+LEASE = 45_000
 
 
 def submit(scripts, ks, task_id, key="k", flags="", token="tok-1", host_group=None):
     """Submit ``task_id``; with ``host_group``, KEYS[9..16] and ARGV[9] name the group of Msg1 alone."""
     keys = ks.group_keys(GROUP, key)
-    args = [GROUP, key, task_id, token, waiter(task_id, key), record(task_id, key, "arg"), DEADLINE, flags]
+    args = [GROUP, key, task_id, token, waiter(task_id, key), record(task_id, key, "arg"), LEASE, flags]
     if host_group is not None:
         keys = keys + ks.group_keys(host_group, key)
         args.append(host_group)
@@ -47,14 +47,16 @@ def moved(db, ks, group=GROUP, target="g-new"):
 
 
 def test_the_first_request_leads_a_free_group(db, ks, scripts):
-    assert submit(scripts, ks, "a") == ["leader", "a", GROUP]
+    with server_clock(db) as now:
+        assert submit(scripts, ks, "a") == ["leader", "a", GROUP]
 
     assert db.hgetall(ks.owner(GROUP)) == {
         "mode": "leader", "token": "tok-1", "task_id": "a", "key": "k", "state": "queued",
         "request": record("a", "k", "arg"),
     }
     assert db.hgetall(ks.inflight(GROUP)) == {"k": "a"}
-    assert db.zrange(ks.leases(), 0, -1, withscores=True) == [(GROUP, float(DEADLINE))]
+    assert db.zrange(ks.leases(), 0, -1) == [GROUP]
+    assert db.zscore(ks.leases(), GROUP) in now + LEASE
     assert not db.exists(ks.pending(GROUP), ks.waiters(GROUP, "k"), ks.metrics())
 
 
@@ -179,9 +181,11 @@ def test_a_resubmitted_id_is_not_its_own_waiter(db, ks, scripts):
 def test_a_resubmitted_id_leads_a_free_group(db, ks, scripts):
     db.hset(ks.inflight(GROUP), "k", "b")
 
-    assert submit(scripts, ks, "b", flags="r") == ["leader", "b", GROUP]
+    with server_clock(db) as now:
+        assert submit(scripts, ks, "b", flags="r") == ["leader", "b", GROUP]
 
     assert db.hget(ks.owner(GROUP), "task_id") == "b"
+    assert db.zscore(ks.leases(), GROUP) in now + LEASE
 
 
 def test_without_r_the_same_id_waits_on_itself(db, ks, scripts):
@@ -244,10 +248,12 @@ def test_a_resubmission_reaches_the_msg1_group(db, ks, scripts):
 
 def test_a_free_msg1_group_falls_back_to_the_group(db, ks, scripts):
     """The Msg1 group is only tried as hosted: nothing is registered there."""
-    assert submit(scripts, ks, "b", host_group=HOST_GROUP) == ["leader", "b", GROUP]
+    with server_clock(db) as now:
+        assert submit(scripts, ks, "b", host_group=HOST_GROUP) == ["leader", "b", GROUP]
 
     assert db.hget(ks.owner(GROUP), "task_id") == "b"
     assert db.zrange(ks.leases(), 0, -1) == [GROUP]
+    assert db.zscore(ks.leases(), GROUP) in now + LEASE
     assert not db.exists(ks.owner(HOST_GROUP), ks.inflight(HOST_GROUP))
 
 
@@ -270,7 +276,7 @@ def test_flag_h_with_neither_group_hosted_is_nothost(ks, scripts, state):
 def test_fewer_than_16_keys_ignore_the_msg1_group(db, ks, scripts):
     host(db, ks, group=HOST_GROUP)
     keys = ks.group_keys(GROUP, "k") + ks.group_keys(HOST_GROUP, "k")[:7]
-    args = [GROUP, "k", "b", "tok-1", waiter("b", "k"), record("b", "k", "arg"), DEADLINE, "", HOST_GROUP]
+    args = [GROUP, "k", "b", "tok-1", waiter("b", "k"), record("b", "k", "arg"), LEASE, "", HOST_GROUP]
 
     assert scripts["submit"](keys=keys, args=args) == ["leader", "b", GROUP]
 

@@ -12,9 +12,9 @@ import redis
 
 from celery_persistent.keys import KeySpace
 from celery_persistent.leases import LeaseKeeper
-from celery_persistent.records import RequestRecord
 from celery_persistent.protocol import SubmitOutcome
-from celery_persistent.registry import Registry, now_ms
+from celery_persistent.records import RequestRecord
+from celery_persistent.registry import Registry
 from tests.conftest import LEASE_TTL
 
 
@@ -38,8 +38,14 @@ def deadline(client: redis.Redis, keys: KeySpace, group: str) -> float | None:
     return client.zscore(keys.leases(), group)
 
 
+def server_ms(client: redis.Redis) -> int:
+    """The Redis server's clock, which every lease deadline is measured on."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def backdate(client: redis.Redis, keys: KeySpace, group: str, ms: int = 1_000) -> int:
-    past = now_ms() - ms
+    past = server_ms(client) - ms
     assert client.zadd(keys.leases(), {group: past}, xx=True, ch=True) == 1
     return past
 
@@ -70,11 +76,12 @@ def test_held_lease_moves_forward_each_beat(
 
     for _ in range(3):
         past = backdate(client, keys, "g-a")
-        before = now_ms()
+        before = server_ms(client)
         keeper.beat()
+        after = server_ms(client)
         moved = deadline(client, keys, "g-a")
         assert moved is not None and moved > past
-        assert moved >= before + LEASE_TTL * 1000
+        assert before + LEASE_TTL * 1000 <= moved <= after + LEASE_TTL * 1000
     assert registry.expired() == []
 
 

@@ -104,6 +104,12 @@ def _record_run(msg1: Any, msg2: Any) -> Any:
     r.incr(ekey("runs", tag))
     start = time.time()
     time.sleep(float(msg2.get("sleep", 0)))
+    if msg2.get("until"):
+        # Hold the execution until the test says so (a key in Redis), so that a test can
+        # observe what happens meanwhile without guessing how long that takes.
+        deadline = time.monotonic() + 60
+        while not r.exists(ekey("release", str(msg2["until"]))) and time.monotonic() < deadline:
+            time.sleep(0.02)
     end = time.time()
     r.rpush(ekey("intervals", tag), f"{start:.6f} {end:.6f} {os.getpid()}")
     r.rpush(ekey("order", tag), str(msg2.get("n", "")))

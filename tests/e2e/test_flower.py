@@ -139,7 +139,7 @@ def test_group_queues_show_in_the_persistent_workers_active_queues(site, persist
     assert handle.queue not in [q["name"] for q in plain["active_queues"]]
 
     # Requests waiting behind a busy hosted execution are messages in the group queue.
-    blocker = persistent.resolve.delay(msg1, {"path": "add", "by": 1, "sleep": 3, "n": 0})
+    blocker = persistent.resolve.delay(msg1, {"path": "add", "by": 1, "until": uid, "n": 0})
     behind = [persistent.resolve.delay(msg1, {"path": "add", "by": 1, "n": n}) for n in (1, 2, 3)]
 
     def waiting() -> int:
@@ -152,6 +152,7 @@ def test_group_queues_show_in_the_persistent_workers_active_queues(site, persist
     # so while the blocker runs Flower has not heard of it.
     assert not blocker.ready()
     assert flower.task(blocker.id).get("state") is None
+    rdb.set(evidence_key("release", uid), 1)  # let the blocker finish
     assert [r.get(timeout=20)["count"] for r in (blocker, *behind)] == [1, 2, 3, 4]
 
     # Hosted requests are ordinary tasks of the persistent worker, under the shadow name.

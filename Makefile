@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench docs clean
+.PHONY: demo test test-fast lint bench docs chaos chaos-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,14 @@ demo: $(STAMP)
 	$(BIN)/python -m celery_persistent.demo
 
 test: $(STAMP)
-	$(BIN)/ruff check celery_persistent tests bench
+	$(BIN)/ruff check celery_persistent tests bench chaos
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m chaos --smoke
 
 # Unit and Lua tests only: no worker subprocess, no Flower (a real Redis is enough).
 test-fast: $(STAMP)
-	$(BIN)/ruff check celery_persistent tests bench
+	$(BIN)/ruff check celery_persistent tests bench chaos
 	$(BIN)/python -m pytest -q --hypothesis-profile=fast tests/unit tests/lua
 
 bench: $(STAMP)
@@ -33,8 +34,18 @@ bench: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m mkdocs build --strict
 
+# The chaos suite (chaos/): real faults against real workers, on servers of its own
+# (never the Redis/RabbitMQ at 6379/5672). `chaos` runs every scenario 5 times and
+# writes docs/reliability.md; `chaos-smoke` runs the short subset once, for CI, and
+# fails if it misses its targets. Needs root for the network-namespace scenario.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos
+
+chaos-smoke: $(STAMP)
+	$(BIN)/python -m chaos --smoke
+
 lint: $(STAMP)
-	$(BIN)/ruff check celery_persistent tests bench
+	$(BIN)/ruff check celery_persistent tests bench chaos
 	$(BIN)/mypy
 
 clean:

@@ -46,12 +46,17 @@ WORKER_OPTIONS = [
 ]
 
 
-def reserved_leases() -> Iterator[tuple[str, str]]:
-    """(group, token) of every request this worker holds and has not finished."""
+def held_headers() -> Iterator[dict[str, Any]]:
+    """The plugin's header of every request this worker holds (reserved or running)."""
     for request in list(state.requests.values()):
         header = request.request_dict.get(HEADER)
-        if header and header.get("token"):
-            yield header["group"], header["token"]
+        if header:
+            yield header
+
+
+def reserved_leases() -> Iterator[tuple[str, str]]:
+    """(group, token) of every request this worker holds and has not finished."""
+    return ((h["group"], h["token"]) for h in held_headers() if h.get("token"))
 
 
 logger = logging.getLogger(__name__)
@@ -82,12 +87,7 @@ class ReceptionMark:
 
 def reserved_groups() -> set[str]:
     """Groups of the hosted requests this worker holds (reserved or running): their messages are not lost."""
-    groups = set()
-    for request in list(state.requests.values()):
-        header = request.request_dict.get(HEADER)
-        if header and header.get("hosted"):
-            groups.add(str(header.get("group")))
-    return groups
+    return {str(h.get("group")) for h in held_headers() if h.get("hosted")}
 
 
 def _plugin(app: Any) -> Persistent:

@@ -1,7 +1,11 @@
 """celery_persistent: coalesced, serialized executions and persistent workers for Celery.
 
-The ``hb_persistent`` model (HyperBEAM) on Celery: see ``docs/concepts.md`` and
-``docs/architecture.md``.
+The model of HyperBEAM's Erlang module ``hb_persistent`` (*the seed*) on Celery.
+Documentation: ``README.md`` (also the long description in this package's
+metadata) and the ``docs/`` directory of the source distribution and the
+repository: ``docs/index.md`` to start,
+``docs/concepts.md`` for the vocabulary and the seed, ``docs/api.md`` for
+every public name, ``docs/architecture.md`` for the modules.
 """
 
 from .device import Device

@@ -1,14 +1,7 @@
-"""Ready-to-use Celery configuration modules for apps that use celery_persistent.
+"""Older names of the configuration modules, for apps run from the repository root.
 
-Load one with Celery's own mechanism, in the module given to ``celery -A``::
-
-    app = Celery("proj")
-    app.config_from_object("configs.redis")        # Redis broker and backend
-    app.config_from_object("configs.rabbitmq")     # RabbitMQ broker, Redis backend and registry
-    app.config_from_object("configs.production")   # hardened settings for production
-
-Every module reads its URLs from environment variables (so one image runs
-anywhere) and falls back to services on 127.0.0.1.  Each key is either a
-Celery setting or a ``persistent_*`` setting that ``celery_persistent.config``
-reads; ``tests/test_packaging.py`` checks both.
+The modules ship in the package as ``celery_persistent.configs``; use
+``app.config_from_object("celery_persistent.configs.redis")`` in new code.
+``configs.redis``, ``configs.rabbitmq`` and ``configs.production`` re-export
+them, so ``CELERY_CONFIG_MODULE=configs.redis`` keeps working.
 """

@@ -1,9 +1,10 @@
-"""Packaging: docker/compose.yaml and the configs/ modules (the docs site build: tests/e2e).
+"""Packaging: the built wheel and sdist, docker/compose.yaml and the configuration modules.
 
-Nothing here needs Docker: the compose file is parsed, and every command in
-it is checked to resolve to something installed (the ``celery`` console
-script, its sub-commands and the worker options the plugin adds, or an
-importable module for ``python -m``).
+The docs site build and the install of the wheel into a fresh virtualenv
+are end-to-end tests (tests/e2e).  Nothing here needs Docker: the compose
+file is parsed, and every command in it is checked to resolve to something
+installed (the ``celery`` console script, its sub-commands and the worker
+options the plugin adds, or an importable module for ``python -m``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import re
 import shlex
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,14 +28,19 @@ import yaml
 from celery import Celery
 from celery.app.defaults import DEFAULTS
 
+import celery_persistent
 from celery_persistent import config as persistent_config
 from celery_persistent.bootstep import WORKER_OPTIONS
 from celery_persistent.config import OPTION_DEFAULTS, Settings, resolve_options
 from tests.support import ROOT
+from tests.wheel import build
 
 COMPOSE = ROOT / "docker" / "compose.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
-CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+PACKAGE = ROOT / "celery_persistent"
+CONFIGS = sorted(p.stem for p in (PACKAGE / "configs").glob("*.py") if p.stem != "__init__")
+# The shipped modules, and their older names at the repository root (docker/ uses them).
+CONFIG_MODULES = [f"celery_persistent.configs.{name}" for name in CONFIGS] + [f"configs.{name}" for name in CONFIGS]
 APP_SERVICES = {"worker", "persistent-worker", "flower", "demo"}
 EXPECTED_SERVICES = {"redis", "rabbitmq"} | APP_SERVICES
 
@@ -149,7 +157,7 @@ def test_dockerfile_basics() -> None:
             assert (ROOT / path).exists(), f"Dockerfile copies {path}, which does not exist"
 
 
-# -- configs/ -----------------------------------------------------------------------------
+# -- the configuration modules -------------------------------------------------------------
 
 
 def persistent_keys_read_by_config() -> set[str]:
@@ -170,39 +178,47 @@ def settings_of(module: ModuleType) -> dict[str, Any]:
 
 def test_there_are_the_three_configs() -> None:
     assert {"redis", "rabbitmq", "production"} <= set(CONFIGS)
+    importlib.import_module("celery_persistent.configs")
     importlib.import_module("configs")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_keys_are_real_settings(name: str) -> None:
-    module = importlib.import_module(f"configs.{name}")
+def test_root_configs_are_the_shipped_ones(name: str) -> None:
+    """``configs.<name>`` (repository root, docker/) sets exactly what ``celery_persistent.configs.<name>`` sets."""
+    shipped = settings_of(importlib.import_module(f"celery_persistent.configs.{name}"))
+    assert settings_of(importlib.import_module(f"configs.{name}")) == shipped
+
+
+@pytest.mark.parametrize("module_name", CONFIG_MODULES)
+def test_config_keys_are_real_settings(module_name: str) -> None:
+    module = importlib.import_module(module_name)
     persistent_keys = persistent_keys_read_by_config()
     keys = settings_of(module)
-    assert keys, f"configs.{name} sets nothing"
+    assert keys, f"{module_name} sets nothing"
     for key in keys:
-        assert key.islower(), f"configs.{name}.{key}: use Celery's lowercase setting names"
+        assert key.islower(), f"{module_name}.{key}: use Celery's lowercase setting names"
         if key.startswith("persistent_"):
-            assert key in persistent_keys, f"configs.{name}.{key} is not read by celery_persistent.config"
+            assert key in persistent_keys, f"{module_name}.{key} is not read by celery_persistent.config"
         else:
-            assert key in DEFAULTS, f"configs.{name}.{key} is not a Celery setting"
+            assert key in DEFAULTS, f"{module_name}.{key} is not a Celery setting"
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_config_applies_to_a_fresh_app(name: str) -> None:
-    app = Celery(f"packaging-{name}", set_as_current=False)
-    app.config_from_object(f"configs.{name}")
+@pytest.mark.parametrize("module_name", CONFIG_MODULES)
+def test_config_applies_to_a_fresh_app(module_name: str) -> None:
+    app = Celery(f"packaging-{module_name}", set_as_current=False)
+    app.config_from_object(module_name)
     settings = Settings.from_conf(app.conf)
     assert settings.redis_url.startswith(("redis://", "rediss://", "unix://"))
     resolve_options(None, app.conf)
     for key in ("accept_content", "result_accept_content"):
-        assert "pickle" not in (app.conf[key] or ()), f"configs.{name}: {key} allows pickle"
+        assert "pickle" not in (app.conf[key] or ()), f"{module_name}: {key} allows pickle"
     assert app.conf.task_serializer in ("json", "msgpack")
     assert app.conf.result_serializer in ("json", "msgpack")
 
 
 def test_production_config_is_json_only_with_bounded_recovery() -> None:
     app = Celery("packaging-production", set_as_current=False)
-    app.config_from_object("configs.production")
+    app.config_from_object("celery_persistent.configs.production")
     conf = app.conf
     assert list(conf.accept_content) == ["json"]
     assert list(conf.result_accept_content) == ["json"]
@@ -212,3 +228,82 @@ def test_production_config_is_json_only_with_bounded_recovery() -> None:
     settings = Settings.from_conf(conf)
     assert settings.lease_ttl < 60
 
+
+# -- the built wheel and sdist --------------------------------------------------------------
+
+DOC_REFERENCE = re.compile(r"``((?:docs/[\w./-]+|README)\.md)``")
+
+
+@pytest.fixture(scope="module")
+def wheel_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build("wheel", tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="module")
+def wheel_names(wheel_file: Path) -> set[str]:
+    with zipfile.ZipFile(wheel_file) as wheel:
+        return set(wheel.namelist())
+
+
+@pytest.fixture(scope="module")
+def sdist_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    with tarfile.open(build("sdist", tmp_path_factory.mktemp("sdist"))) as sdist:
+        # Names inside the sdist, without its top directory ("celery_persistent-0.1.0/").
+        return {name.partition("/")[2] for name in sdist.getnames()}
+
+
+def test_wheel_ships_the_license(wheel_names: set[str]) -> None:
+    licenses = {n for n in wheel_names if re.fullmatch(r"celery_persistent-[^/]+\.dist-info/licenses/LICENSE", n)}
+    assert licenses, f"no LICENSE in the wheel's dist-info: {sorted(n for n in wheel_names if 'dist-info' in n)}"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+
+
+def test_wheel_metadata_names_the_license_and_the_redis_transport(wheel_file: Path) -> None:
+    with zipfile.ZipFile(wheel_file) as wheel:
+        metadata_name = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = wheel.read(metadata_name).decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert "License-File: LICENSE" in metadata.splitlines()
+    # kombu's Redis transport imports `packaging`, which only its `redis` extra brings.
+    assert re.search(r"^Requires-Dist: kombu\[redis\]", metadata, re.M), metadata
+
+
+def test_wheel_ships_the_configs(wheel_names: set[str]) -> None:
+    assert "celery_persistent/configs/__init__.py" in wheel_names
+    for name in CONFIGS:
+        assert f"celery_persistent/configs/{name}.py" in wheel_names
+
+
+def test_wheel_ships_every_lua_script(wheel_names: set[str]) -> None:
+    scripts = sorted(p.name for p in (PACKAGE / "lua").glob("*.lua"))
+    assert scripts, "no Lua scripts in celery_persistent/lua"
+    missing = [s for s in scripts if f"celery_persistent/lua/{s}" not in wheel_names]
+    assert not missing, f"Lua scripts missing from the wheel: {missing}"
+
+
+def test_wheel_ships_every_module_of_the_package(wheel_names: set[str]) -> None:
+    modules = sorted(str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+    missing = [m for m in modules if m not in wheel_names]
+    assert not missing, f"modules missing from the wheel: {missing}"
+
+
+def test_package_docstring_points_at_docs_that_exist_and_ship(sdist_names: set[str]) -> None:
+    """The docs named in ``celery_persistent.__doc__`` exist in the repository and ship in the sdist."""
+    doc = celery_persistent.__doc__ or ""
+    referenced = DOC_REFERENCE.findall(doc)
+    assert "docs/index.md" in referenced and "README.md" in referenced, doc
+    assert "DESIGN.md" not in doc
+    for path in referenced:
+        assert (ROOT / path).is_file(), f"the package docstring names {path}, which does not exist"
+        assert path in sdist_names, f"the package docstring names {path}, which the sdist does not ship"
+
+
+def test_the_seed_is_defined_in_the_docs() -> None:
+    """The docs say "the seed" throughout: concepts.md defines it, and index.md points there."""
+    concepts = (ROOT / "docs" / "concepts.md").read_text(encoding="utf-8")
+    assert re.search(r"^## The seed: `hb_persistent`$", concepts, re.M)
+    assert "**The seed** is `hb_persistent`" in concepts
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    assert "concepts.md#the-seed-hb_persistent" in index

@@ -66,6 +66,19 @@ def resolve_options(call: Mapping[str, Any] | None, conf: Any) -> dict[str, Any]
     return merged
 
 
+def placement_timeout(call: Mapping[str, Any] | None, conf: Any) -> float:
+    """The idle timeout a placement carries: the call's, else ``persistent_worker_timeout``, else 0.
+
+    0 leaves it to the hosting worker (``--persistent-timeout``).  Read from
+    ``conf`` at each call, not from the ``Settings`` read once: an app may be
+    configured (``config_from_object``) after its settings were first read.
+    """
+    merged = resolve_options(call, conf)
+    if (call and "worker_timeout" in call) or conf.get("persistent_worker_timeout") is not None:
+        return float(merged["worker_timeout"])
+    return 0.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """App-wide settings read once from ``app.conf``: the one source of every default."""
@@ -83,6 +96,8 @@ class Settings:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     store_cache_bytes: int = 64 * 1024 * 1024
     send_events: bool = True
+    metrics_per_group: bool = False  # a `group` label on Prometheus series: opt-in, its cardinality is unbounded
+    metrics_address: str = "127.0.0.1"  # where `celery persistent metrics --port N` listens
 
     @property
     def beat_interval(self) -> float:
@@ -129,6 +144,8 @@ class Settings:
             cache_bytes=int(conf.get("persistent_cache_bytes", DEFAULT_CACHE_BYTES)),
             store_cache_bytes=int(conf.get("persistent_store_cache_bytes", 64 * 1024 * 1024)),
             send_events=bool(conf.get("persistent_send_events", True)),
+            metrics_per_group=bool(conf.get("persistent_metrics_per_group", False)),
+            metrics_address=str(conf.get("persistent_metrics_address", "127.0.0.1")),
         )
         for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl", "inline_bytes", "cache_bytes",
                      "store_cache_bytes"):
@@ -154,5 +171,6 @@ def _default_redis_url(conf: Any) -> str:
             return url
     raise ConfigurationError(
         "celery_persistent needs Redis for its registry: set persistent_redis_url, "
-        "or use a redis:// result backend or broker"
+        "or use a redis:// result backend or broker (also with task_always_eager; in tests, the pytest "
+        "fixture persistent_app of celery_persistent.pytest_plugin configures one: see docs/testing.md)"
     )

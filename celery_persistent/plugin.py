@@ -17,7 +17,7 @@ from . import inbox
 from .answers import Answerer
 from .bootstep import WORKER_OPTIONS, HostQueuesStep, PersistentStep
 from .coalescing import Coalescer
-from .config import Settings, resolve_options
+from .config import Settings, placement_timeout, resolve_options
 from .device import Device, DeviceRegistry
 from .discovery import remember
 from .dispatch import Dispatcher
@@ -272,11 +272,7 @@ class Persistent:
             group = check_group_name(group)
         merged = resolve_options(opts, self.app.conf)
         # An idle timeout nobody set is left to the worker (--persistent-timeout).
-        if opts is not None and "worker_timeout" in opts:
-            timeout = float(merged["worker_timeout"])
-        else:
-            timeout = self.settings.worker_timeout or 0.0
-        return self.placer.place(msg1, merged, group, timeout=timeout)
+        return self.placer.place(msg1, merged, group, timeout=placement_timeout(opts, self.app.conf))
 
     def pick_worker(self, exclude: str | None = None) -> str | None:
         """The live persistent worker hosting the fewest groups."""

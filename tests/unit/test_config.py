@@ -1,13 +1,17 @@
-"""Layered options (call > app.conf > default) and app-wide Settings."""
+"""Layered options (call > app.conf > default), app-wide Settings, and settings read at use (start_worker)."""
 
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from celery import Celery
 
+from celery_persistent import Device, Persistent
 from celery_persistent.config import OPTION_DEFAULTS, Settings, resolve_options
 from celery_persistent.errors import ConfigurationError, InvalidOptions
 
@@ -216,3 +220,61 @@ def test_settings_are_immutable() -> None:
     settings = Settings.from_conf({"persistent_redis_url": "redis://h/0"})
     with pytest.raises(AttributeError):
         settings.lease_ttl = 1.0
+
+
+# --- start_worker reads persistent_worker_timeout at the call --------------------------
+
+
+class _Idle(Device):
+    def touch(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        return msg1
+
+
+def _placed_timeout(persistent: Persistent, opts: dict[str, Any] | None = None) -> float:
+    """Place a group on a (heartbeating) persistent worker; the idle timeout the registry recorded."""
+    persistent.registry.heartbeat("cfgtest-worker@unit", {"groups": 0})
+    handle = persistent.start_worker({"device": "idle", "n": uuid.uuid4().hex}, opts)
+    return float(persistent.registry.owner(handle.group)["timeout"])
+
+
+@pytest.fixture
+def late_app(redis_url: str) -> Iterator[tuple[Celery, Persistent, dict[str, Any]]]:
+    """``Persistent(app)`` on an app whose configuration comes later, through ``config_from_object``."""
+    uid = uuid.uuid4().hex[:10]
+    app = Celery("cfgtest-late", set_as_current=False)
+    persistent = Persistent(app)
+    persistent.device("idle")(_Idle)
+    base = {"broker_url": redis_url, "result_backend": redis_url, "persistent_redis_url": redis_url,
+            "persistent_key_prefix": f"cpcfg{uid}", "persistent_queue_prefix": f"cpcfgq{uid}"}
+    try:
+        yield app, persistent, base
+    finally:
+        if persistent._wired is not None:
+            persistent.runtime.keeper.stop()
+            stale = list(persistent.redis.scan_iter(match=f"*{uid}*", count=1000))
+            if stale:
+                persistent.redis.delete(*stale)
+            persistent.runtime.client.close()
+        app.close()
+
+
+def test_start_worker_takes_worker_timeout_from_config_from_object(late_app: Any) -> None:
+    app, persistent, base = late_app
+    app.config_from_object(SimpleNamespace(**base, persistent_worker_timeout=42))
+    assert _placed_timeout(persistent) == 42.0
+
+
+def test_start_worker_sees_a_config_loaded_after_its_settings_were_read(late_app: Any) -> None:
+    """The plugin read its settings (Redis, prefixes) before the app loaded its final config."""
+    app, persistent, base = late_app
+    app.config_from_object(SimpleNamespace(**base))
+    assert _placed_timeout(persistent) == 0.0  # nobody set it: the worker's --persistent-timeout applies
+    assert persistent.settings.worker_timeout is None  # read, and kept, before the next config
+    app.config_from_object(SimpleNamespace(**base, persistent_worker_timeout=42))
+    assert _placed_timeout(persistent) == 42.0
+
+
+def test_the_calls_worker_timeout_wins_over_the_config(late_app: Any) -> None:
+    app, persistent, base = late_app
+    app.config_from_object(SimpleNamespace(**base, persistent_worker_timeout=42))
+    assert _placed_timeout(persistent, {"worker_timeout": 7}) == 7.0

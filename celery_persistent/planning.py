@@ -144,13 +144,29 @@ def group_of(
     return default_group(msg1_digest, msg2)
 
 
+CHAINED = (
+    "in a chain or a link Celery passes the previous result as the first argument, so resolve.s(msg1, msg2) "
+    "there is called as resolve(previous result, msg1, msg2). Write resolve.s(msg2) or resolve.s(msg2, opts) "
+    "to resolve msg2 against the previous result (it becomes Msg1, as in hb_persistent), or "
+    "resolve.si(msg1, msg2) to ignore the previous result"
+)
+
+
 def unpack(args: Any, kwargs: Any) -> tuple[Any, Any, Any]:
     """(msg1, msg2, opts) from a resolve call's args and kwargs."""
-    params = dict(zip(("msg1", "msg2", "opts"), tuple(args or ()), strict=False))
+    positional = tuple(args or ())
+    if len(positional) > 3:
+        raise InvalidOptions(f"resolve() takes (msg1, msg2, opts=None), not {len(positional)} arguments: {CHAINED}",
+                             "opts")
+    params = dict(zip(("msg1", "msg2", "opts"), positional, strict=False))
     for name, value in (kwargs or {}).items():
         if name not in ("msg1", "msg2", "opts") or name in params:
             raise InvalidOptions(f"resolve() got an unexpected or repeated argument {name!r}", name)
         params[name] = value
     if "msg1" not in params or "msg2" not in params:
         raise InvalidOptions("resolve() takes (msg1, msg2, opts=None)", "msg2")
-    return params["msg1"], params["msg2"], params.get("opts")
+    opts = params.get("opts")
+    if isinstance(opts, Mapping) and "path" in opts:
+        # A Msg2 where the options go: the classic shape of a full request chained after another task.
+        raise InvalidOptions(f"resolve() got a message with a path where its opts go: {CHAINED}", "opts")
+    return params["msg1"], params["msg2"], opts

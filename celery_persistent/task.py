@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celery import Task
 from celery.result import AsyncResult
 
+from .chaining import BAD_INPUT, check_continuations, sent_by_tracer
 from .dispatch import HEADER
 from .errors import PersistentError
 from .planning import unpack
@@ -44,9 +45,17 @@ class PersistentTask(Task):
             return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
         options["serializer"] = choose_serializer(options.get("serializer"), self.app.conf.task_serializer,
                                                   self.app.conf.accept_content)
-        msg1, msg2, opts = unpack(args, kwargs)
+        try:
+            msg1, msg2, opts = unpack(args, kwargs)
+            check_continuations(self.app, self.name, options.get("chain"), link)
+            with unavailable_as_typed():
+                plan = self.persistent.plan(msg1, msg2, opts)
+        except BAD_INPUT:
+            if not sent_by_tracer(self.app, options):
+                raise
+            # A step after another task (chaining.py): it fails on its own, not the step that succeeded.
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
         with unavailable_as_typed():
-            plan = self.persistent.plan(msg1, msg2, opts)
             options.update(producer=producer, link=link, link_error=link_error)
             if shadow is not None:
                 options["shadow"] = shadow

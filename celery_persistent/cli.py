@@ -2,7 +2,8 @@
 
 Celery's own command puts a ``CLIContext`` in ``ctx.obj``; its ``.app`` is the
 app given with ``-A``, and ``find_plugin`` finds the ``Persistent`` on it.
-Every failure is one line on stderr and a non-zero exit status.
+Every failure is one line on stderr and a non-zero exit status.  Every
+sub-command takes ``--json`` (``monitor``: one JSON object per line).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from celery.bin.base import CeleryCommand
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from .errors import PersistentError
-from .monitor import Monitor, render, snapshot
+from .groupview import GroupView
+from .monitor import Monitor, render, render_group, snapshot
 
 if TYPE_CHECKING:
     from .plugin import Persistent
@@ -81,7 +83,7 @@ def as_json(value: Any) -> str:
 @click.option("--group", default=None, help="Show only this group.")
 @click.pass_context
 def status(ctx: click.Context, as_json_: bool, group: str | None) -> None:
-    """Hosted groups, live persistent workers and the plugin's counters."""
+    """Hosted groups, ordinary groups in flight, parked groups, live persistent workers and the counters."""
     plugin = plugin_of(ctx)
     with clear_errors("cannot read the status"):
         snap = snapshot(plugin, group)
@@ -96,13 +98,14 @@ def status(ctx: click.Context, as_json_: bool, group: str | None) -> None:
               help="Seconds between refreshes.")
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Exit after this many refreshes.")
 @click.option("--group", default=None, help="Watch only this group.")
+@click.option("--json", "as_json_", is_flag=True, help="One JSON object (the full status) per refresh and line.")
 @click.pass_context
-def monitor(ctx: click.Context, interval: float, count: int | None, group: str | None) -> None:
+def monitor(ctx: click.Context, interval: float, count: int | None, group: str | None, as_json_: bool) -> None:
     """The status, live: in full once, then what changes.
 
     Stop it with Ctrl-C, or let it exit after --count refreshes.
     """
-    watcher = Monitor(plugin_of(ctx), group=group, interval=interval, stream=sys.stdout)
+    watcher = Monitor(plugin_of(ctx), group=group, interval=interval, stream=sys.stdout, as_json=as_json_)
     try:
         watcher.run(count)
     except KeyboardInterrupt:
@@ -135,15 +138,16 @@ def start(ctx: click.Context, msg1_file: str, static: bool, timeout: float | Non
 
 @persistent.command(cls=CeleryCommand)
 @click.argument("group")
+@click.option("--json", "as_json_", is_flag=True, help="Print the group and that it stops as JSON.")
 @click.pass_context
-def stop(ctx: click.Context, group: str) -> None:
+def stop(ctx: click.Context, group: str, as_json_: bool) -> None:
     """Let GROUP go once its queue is done."""
     plugin = plugin_of(ctx)
     with clear_errors(f"cannot stop group {group}"):
         stopped = plugin.stop_worker(group)
     if not stopped:
         raise click.ClickException(f"unknown group {group}: no persistent worker hosts it")
-    click.echo(f"stopping group {group}")
+    click.echo(as_json({"group": group, "stopping": True}) if as_json_ else f"stopping group {group}")
 
 
 @persistent.command(cls=CeleryCommand)
@@ -152,9 +156,11 @@ def stop(ctx: click.Context, group: str) -> None:
 @click.option("--opts", "opts_text", default=None, help='Options as JSON, e.g. \'{"spawn_worker": true}\'.')
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds to wait for Msg3.")
+@click.option("--json", "as_json_", is_flag=True, help='Print {"id": task id, "msg3": Msg3}.')
 @click.pass_context
-def resolve(ctx: click.Context, msg1_file: str, msg2_file: str, opts_text: str | None, timeout: float) -> None:
-    """Resolve MSG2 against MSG1 on the workers; print Msg3."""
+def resolve(ctx: click.Context, msg1_file: str, msg2_file: str, opts_text: str | None, timeout: float,
+            as_json_: bool) -> None:
+    """Resolve MSG2 against MSG1 on the workers; print Msg3 (as JSON)."""
     msg1, msg2 = load_json(msg1_file), load_json(msg2_file)
     opts = None
     if opts_text is not None:
@@ -164,14 +170,16 @@ def resolve(ctx: click.Context, msg1_file: str, msg2_file: str, opts_text: str |
             raise click.ClickException(f"--opts is not valid JSON: {one_line(exc)}") from exc
     plugin = plugin_of(ctx)
     with clear_errors("resolve failed"):
-        result = plugin.resolve.delay(msg1, msg2, opts=opts).get(timeout=timeout)
-    click.echo(as_json(result))
+        sent = plugin.resolve.delay(msg1, msg2, opts=opts)
+        result = sent.get(timeout=timeout)
+    click.echo(as_json({"id": sent.id, "msg3": result} if as_json_ else result))
 
 
 @persistent.command(cls=CeleryCommand)
 @click.argument("worker")
+@click.option("--json", "as_json_", is_flag=True, help="Print the worker and that it drains as JSON.")
 @click.pass_context
-def drain(ctx: click.Context, worker: str) -> None:
+def drain(ctx: click.Context, worker: str, as_json_: bool) -> None:
     """Hand the groups of persistent WORKER to the others.
 
     WORKER is a hostname, as `status` lists it; use it before restarting the worker.
@@ -184,7 +192,63 @@ def drain(ctx: click.Context, worker: str) -> None:
         raise click.ClickException(f"{worker} is already draining")
     if not asked:
         raise click.ClickException(f"no live persistent worker named {worker} (live: {', '.join(live) or 'none'})")
-    click.echo(f"draining {worker}: its groups move to the other persistent workers")
+    click.echo(as_json({"worker": worker, "draining": True}) if as_json_
+               else f"draining {worker}: its groups move to the other persistent workers")
+
+
+@persistent.command(cls=CeleryCommand)
+@click.argument("group")
+@click.option("--json", "as_json_", is_flag=True, help="Print the same as JSON.")
+@click.pass_context
+def inspect(ctx: click.Context, group: str, as_json_: bool) -> None:
+    """Everything the registry holds about GROUP: owner token, lease, leader, waiters, queue, host, checkpoint."""
+    plugin = plugin_of(ctx)
+    with clear_errors(f"cannot inspect group {group}"):
+        detail = GroupView(plugin.registry).detail(group)
+    if not detail.known:
+        raise click.ClickException(f"unknown group {group}: the registry holds nothing for it")
+    click.echo(as_json(detail.as_dict()) if as_json_ else "\n".join(render_group(detail)))
+
+
+@persistent.command(cls=CeleryCommand)
+@click.argument("group")
+@click.option("--token", default=None,
+              help="Release only if this owner token (from `inspect`) still owns GROUP (default: its token now).")
+@click.option("--json", "as_json_", is_flag=True, help="Print what was released as JSON.")
+@click.pass_context
+def release(ctx: click.Context, group: str, token: str | None, as_json_: bool) -> None:
+    """Unstick GROUP: its request and waiters get Released, and the group moves on.
+
+    An ordinary group publishes its next queued request; a hosted group is let
+    go and its other accepted requests run as ordinary requests.  Nothing
+    changes if another token owns GROUP than --token.
+    """
+    from .releasing import Releaser
+
+    wired = plugin_of(ctx).wiring
+    releaser = Releaser(wired.runtime.registry, wired.answer, wired.dispatcher, wired.placer)
+    with clear_errors(f"cannot release group {group}"):
+        report = releaser.release(group, token)
+    if as_json_:
+        click.echo(as_json(report.as_dict()))
+        return
+    answered = f"{len(report.answered)} caller(s) answered Released"
+    then = (f"next request {report.next_request} published" if report.next_request
+            else f"{len(report.handed_on)} accepted request(s) handed on" if report.mode == "hosted"
+            else "the group is free")
+    click.echo(f"released group {group} (token {report.token}, {report.mode}): {answered}; {then}")
+
+
+def metric_values(registry: Any) -> dict[str, Any]:
+    """The samples of a prometheus_client registry: ``name: value``, or a list of ``{labels..., "value"}``."""
+    values: dict[str, Any] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.labels:
+                values.setdefault(sample.name, []).append({**sample.labels, "value": sample.value})
+            else:
+                values[sample.name] = sample.value
+    return values
 
 
 @persistent.command(cls=CeleryCommand)

@@ -122,3 +122,34 @@ class RequestLost(PersistentError):
     The request will not run: its caller and its waiters get this instead of
     waiting for ever.
     """
+
+
+class Released(LeaderDied):
+    """An operator released the group (``celery persistent release``) while this request held it or waited on it.
+
+    The request did not run, or its execution was cut off: it and the
+    requests coalesced onto it get this error, and the group moved on to its
+    next request.  A subclass of ``LeaderDied``: code that retries a lost
+    execution retries this too.  ``group`` and ``leader_id`` as there.
+    """
+
+
+class ReleaseRefused(PersistentError):
+    """``celery persistent release`` changed nothing: ``reason`` says why.
+
+    ``unknown``: nothing owns the group; ``stale``: another token owns it
+    than the one given (it moved on: inspect it again); ``moved``: a rolling
+    group's old name (release the group it names); ``busy``: its requests
+    kept changing while it was read.
+    """
+
+    def __init__(self, message: str, group: str = "", reason: str = "") -> None:
+        super().__init__(message, group, reason)
+
+    @property
+    def group(self) -> str:
+        return str(self.args[1])
+
+    @property
+    def reason(self) -> str:
+        return str(self.args[2])

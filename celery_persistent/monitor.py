@@ -1,7 +1,7 @@
-"""The seed's sitrep: hosted groups, persistent workers and counters, live.
+"""The seed's sitrep: hosted groups, groups in flight, parked groups, persistent workers and counters, live.
 
-One snapshot reads the registry (``groups()``, ``workers()``), the counters
-and each group queue's depth on the broker.  ``render`` turns a snapshot into
+One snapshot reads the registry (``groups()``, ``workers()``, the group view
+of ``groupview.py``), the counters and each group queue's depth on the broker.  ``render`` turns a snapshot into
 the status table; ``diff`` turns two snapshots into lines saying what
 changed.  ``celery persistent status`` / ``monitor`` and
 ``Persistent.start_monitor`` all print through these two functions.
@@ -9,6 +9,7 @@ changed.  ``celery persistent status`` / ``monitor`` and
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from .groupview import GroupDetail, GroupView
 from .queues import queue_depths
 
 if TYPE_CHECKING:
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 
 GROUP_COLUMNS = ("group", "worker", "queue", "depth", "msg1", "executions", "idle", "mode", "state")
 WORKER_COLUMNS = ("worker", "groups", "executions", "cache", "draining")
+INFLIGHT_COLUMNS = ("group", "leader", "state", "lease left", "lease age", "waiters", "queued")
+PARKED_COLUMNS = ("group", "device", "checkpoint", "state")
+INFLIGHT_WATCHED = ("leader", "state", "waiters", "queued")
+"""In-flight group fields whose change ``diff`` reports (lease times change every second)."""
 WATCHED = ("hostname", "state", "executions", "depth", "static")
 """Group fields whose change ``diff`` reports (idle only when it matters, see ``_idle_note``)."""
 
@@ -31,14 +37,18 @@ WATCHED = ("hostname", "state", "executions", "depth", "static")
 class Snapshot:
     """What the plugin looks like at one moment."""
 
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # hosted groups
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     taken: float = field(default_factory=time.time)
+    inflight: dict[str, dict[str, Any]] = field(default_factory=dict)  # ordinary groups in flight (GroupRow)
+    parked: dict[str, dict[str, Any]] = field(default_factory=dict)  # see groupview.PARKED_INDEX
 
     def as_json(self) -> dict[str, Any]:
         return {
             "groups": list(self.groups.values()),
+            "inflight": list(self.inflight.values()),
+            "parked": list(self.parked.values()),
             "workers": list(self.workers.values()),
             "counters": dict(self.counters),
             "taken": self.taken,
@@ -46,15 +56,29 @@ class Snapshot:
 
 
 def snapshot(persistent: Persistent, group: str | None = None, depths: bool = True) -> Snapshot:
-    """Read the plugin's state: every hosted group (or just ``group``), workers, counters."""
+    """Read the plugin's state: every group (or just ``group``) hosted, in flight or parked, workers, counters.
+
+    A hosted group's row also says how many callers wait on its requests
+    (``waiters``), how many accepted requests wait to run (``accepted``) and
+    which one runs (``running``).
+    """
+    view = GroupView(persistent.registry)
+    flying = {row.group: row for row in view.rows(group)}
     rows = [dict(row) for row in persistent.groups() if group is None or row["group"] == group]
     found = queue_depths(persistent.app, [row["queue"] for row in rows if row["queue"]]) if depths else {}
     for row in rows:
         row["depth"] = found.get(row["queue"])
+        seen = flying.get(row["group"])
+        row.update(waiters=seen.waiters if seen else 0, accepted=seen.queued if seen else 0,
+                   running=seen.leader if seen else "")
+    inflight = [row.as_dict() for row in flying.values() if row.mode not in ("hosted", "moved")]
+    parked = [row for row in view.parked() if group is None or row["group"] == group]
     return Snapshot(
         groups={row["group"]: row for row in sorted(rows, key=lambda r: r["group"])},
         workers={info["hostname"]: info for info in sorted(persistent.workers(), key=lambda i: i["hostname"])},
         counters=persistent.metrics.read(),
+        inflight={row["group"]: row for row in sorted(inflight, key=lambda r: r["group"])},
+        parked={row["group"]: row for row in sorted(parked, key=lambda r: r["group"])},
     )
 
 
@@ -62,14 +86,61 @@ def snapshot(persistent: Persistent, group: str | None = None, depths: bool = Tr
 
 
 def render(snap: Snapshot) -> list[str]:
-    """The full sitrep: a table of groups, one of workers, and the counters."""
+    """The full sitrep: tables of hosted, in-flight and parked groups, one of workers, and the counters."""
     lines = _table(GROUP_COLUMNS, [_group_cells(row) for row in snap.groups.values()]) or ["no hosted groups"]
+    lines.append("")
+    lines += _table(INFLIGHT_COLUMNS, [_inflight_cells(row) for row in snap.inflight.values()]) or [
+        "no ordinary groups in flight"
+    ]
+    lines.append("")
+    lines += _table(PARKED_COLUMNS, [_parked_cells(row) for row in snap.parked.values()]) or ["no parked groups"]
     lines.append("")
     lines += _table(WORKER_COLUMNS, [_worker_cells(info) for info in snap.workers.values()]) or [
         "no live persistent workers"
     ]
     lines.append("")
     lines.append("counters: " + "  ".join(f"{name} {value}" for name, value in snap.counters.items()))
+    return lines
+
+
+def render_group(detail: GroupDetail) -> list[str]:
+    """``inspect``: one group as the registry holds it, one line per part."""
+    owner = detail.owner
+    mode = owner.get("mode", "-")
+    lines = [f"group {detail.group} ({mode}, {owner.get('state') or '-'})", f"owner token   {owner.get('token', '-')}"]
+    if detail.leader:
+        lines.append(f"leader        {detail.leader['id']} (key {detail.leader['key']}, task {detail.leader['task']})")
+    if detail.lease:
+        lease = detail.lease
+        lines.append(f"lease         {_seconds(lease['remaining'])} left, set {_seconds(lease['age'])} ago "
+                     f"(deadline {lease['deadline_ms']} ms on the Redis clock)")
+    for key, request in detail.inflight.items():
+        waiting = detail.waiters.get(key, [])
+        lines.append(f"in flight     {request} (key {key}): {len(waiting)} waiting"
+                     + (f": {', '.join(waiting)}" if waiting else ""))
+    lines.append(f"queued        {len(detail.queued)}")
+    lines += [f"  {r['id']} (key {r['key']})" for r in detail.queued]
+    if detail.hosting:
+        lines += _hosting_lines(detail.hosting, detail.accepted)
+    if detail.checkpoint:
+        cp = detail.checkpoint
+        kept = f"stored, expires in {_seconds(cp['ttl'])}" if cp["stored"] else "NOT in the store"
+        lines.append(f"checkpoint    {cp['ref']} ({cp['device']}, {_bytes(cp['bytes'])}, {kept})")
+    if detail.moved_to:
+        lines.append(f"moved to      {detail.moved_to}")
+    counters = ", ".join(f"{name} {value}" for name, value in detail.counters.items())
+    lines.append(f"counters      {counters or '-'}")
+    lines.append(f"deliveries    {', '.join(detail.deliveries) or 'none pending'}")
+    return lines
+
+
+def _hosting_lines(hosting: Mapping[str, Any], accepted: Sequence[Mapping[str, Any]]) -> list[str]:
+    live = "live" if hosting["worker_live"] else "NOT live"
+    lines = [f"hosted on     {hosting['worker']} ({live}), queue {hosting['queue']}, "
+             f"{'static' if hosting['static'] else 'rolling'}, idle {_seconds(hosting['idle'])}, "
+             f"timeout {_seconds(hosting['timeout'] or None)}",
+             f"accepted      {len(accepted)}"]
+    lines += [f"  {r['id']} (key {r['key']}){' running' if r['running'] else ''}" for r in accepted]
     return lines
 
 
@@ -81,6 +152,9 @@ def diff(old: Snapshot, new: Snapshot) -> list[str]:
               for name, row in old.groups.items() if name not in new.groups]
     lines += [line for name, row in new.groups.items() if name in old.groups
               for line in _group_change(old.groups[name], row)]
+    lines += _inflight_diff(old.inflight, new.inflight)
+    lines += [f"+ parked {name}" for name in new.parked if name not in old.parked]
+    lines += [f"- parked {name}" for name in old.parked if name not in new.parked]
     lines += [f"+ worker {name}" for name in new.workers if name not in old.workers]
     lines += [f"- worker {name}" for name in old.workers if name not in new.workers]
     lines += [line for name, info in new.workers.items() if name in old.workers
@@ -89,6 +163,19 @@ def diff(old: Snapshot, new: Snapshot) -> list[str]:
               if value != old.counters.get(name, 0)]
     if deltas:
         lines.append("counters: " + ", ".join(deltas))
+    return lines
+
+
+def _inflight_diff(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = [f"+ in flight {name}: leader {row['leader']} {row['state']}, {row['waiters']} waiting, "
+             f"{row['queued']} queued" for name, row in new.items() if name not in old]
+    lines += [f"- in flight {name} (done)" for name in old if name not in new]
+    for name, row in new.items():
+        before = old.get(name)
+        changes = [f"{key} {before.get(key)} -> {row.get(key)}" for key in INFLIGHT_WATCHED
+                   if before is not None and before.get(key) != row.get(key)]
+        if changes:
+            lines.append(f"~ in flight {name}: " + ", ".join(changes))
     return lines
 
 
@@ -127,6 +214,15 @@ def _group_cells(row: Mapping[str, Any]) -> list[str]:
     return [row["group"], row["hostname"], row["queue"], _show("depth", row.get("depth")),
             _bytes(row.get("msg1_bytes")), str(row["executions"]), _seconds(row.get("idle")),
             "static" if row["static"] else "rolling", row.get("state") or "-"]
+
+
+def _inflight_cells(row: Mapping[str, Any]) -> list[str]:
+    return [row["group"], row["leader"] or "-", row["state"] or "-", _seconds(row.get("lease_remaining")),
+            _seconds(row.get("lease_age")), str(row["waiters"]), str(row["queued"])]
+
+
+def _parked_cells(row: Mapping[str, Any]) -> list[str]:
+    return [row["group"], row.get("device") or "-", _bytes(row.get("bytes")), row.get("state") or "parked"]
 
 
 def _worker_cells(info: Mapping[str, Any]) -> list[str]:
@@ -172,15 +268,18 @@ class Monitor:
     """Prints the sitrep every ``interval`` seconds: in full first, then only what changed.
 
     ``run`` loops in the calling thread (the CLI); ``start`` runs it in a
-    daemon thread and ``stop`` ends and joins it.
+    daemon thread and ``stop`` ends and joins it.  ``as_json``: one JSON
+    object per refresh and line (the full snapshot, as ``status --json``),
+    for tools that follow the stream.
     """
 
     def __init__(self, persistent: Persistent, group: str | None = None, interval: float = 1.0,
-                 stream: IO[str] | None = None) -> None:
+                 stream: IO[str] | None = None, as_json: bool = False) -> None:
         self.persistent = persistent
         self.group = group
         self.interval = interval
         self.stream = stream
+        self.as_json = as_json
         self.last: Snapshot | None = None
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -190,7 +289,10 @@ class Monitor:
         try:
             snap = snapshot(self.persistent, self.group)
         except Exception as exc:  # a monitor outlives a broker or Redis hiccup
-            return [f"monitor: cannot read the plugin's state: {type(exc).__name__}: {exc}"]
+            error = f"cannot read the plugin's state: {type(exc).__name__}: {exc}"
+            return [json.dumps({"error": error})] if self.as_json else [f"monitor: {error}"]
+        if self.as_json:
+            return [json.dumps(snap.as_json(), sort_keys=True, default=str)]
         previous, self.last = self.last, snap
         if previous is None:
             return render(snap)

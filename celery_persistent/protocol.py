@@ -206,3 +206,37 @@ class HostedGroup:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class ReleaseStatus(str, Enum):
+    """What ``release.lua`` did with a group an operator asked to release."""
+
+    LEADER = "leader"  # an ordinary group: the caller holds it under the new token, to finish it
+    HOSTED = "hosted"  # a hosted group: let go; the caller answers its running request, hands on the rest
+    UNKNOWN = "unknown"  # nothing owns the group
+    STALE = "stale"  # another token owns it now: nothing changed
+    MOVED = "moved"  # a rolling group's old name: ``target`` is where it lives on
+    CHANGED = "changed"  # hosted: another request runs than the caller read: read again
+
+
+@dataclass(frozen=True)
+class ReleasedGroup:
+    """The reply of ``release.lua``, typed (``Registry.release``).
+
+    ``token`` is the caller's new hold on an ordinary group (``LEADER``);
+    ``request`` is the request that was running or about to (the leader, or
+    the hosted request that runs) with its ``waiters``; ``handed_on`` are a
+    hosted group's other accepted requests, in order.
+    """
+
+    status: ReleaseStatus
+    token: str = ""
+    state: str = ""  # leader: the state it was in (queued, published, reserved, running, dead)
+    request: RequestRecord | None = None
+    waiters: list[RequestRecord] = field(default_factory=list)
+    handed_on: list[RequestRecord] = field(default_factory=list)
+    host: str = ""  # hosted: the worker that hosted it
+    queue: str = ""
+    ref: str = ""  # hosted: storage id of its last state (the handed-on requests run against it)
+    device: str = ""
+    target: str = ""  # moved: the group's new name

@@ -32,6 +32,8 @@ from .protocol import (
     Placed,
     Placement,
     PlaceStatus,
+    ReleasedGroup,
+    ReleaseStatus,
     RenameStatus,
     SubmitOutcome,
     Submitted,
@@ -111,7 +113,7 @@ class Registry:
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
-        "published", "reserve", "pulse", "withdraw",
+        "published", "reserve", "pulse", "withdraw", "release",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -450,3 +452,44 @@ class Registry:
             if owner.get("mode") == "hosted":
                 rows.append(HostedGroup.from_owner(group, owner, now))
         return rows
+
+    # -- operators ---------------------------------------------------------------
+
+    def release(self, group: str, token: str) -> ReleasedGroup:
+        """Take a group from its owner if ``token`` still owns it (``celery persistent release``).
+
+        An ordinary group is held under a new token for the caller to finish;
+        a hosted group is let go, its requests returned (see release.lua).
+        The request a hosted group runs is read first and checked again in
+        the script: if another one starts in between, it is read again.
+        """
+        for _ in range(3):
+            running = _text(self.client.hget(self.keys.owner(group), "running") or b"")
+            raw = self.client.hget(self.keys.hosted_records(group), running) if running else None
+            key = RequestRecord.loads(raw).key if raw else ""
+            released = self._release(group, token, running, key)
+            if released.status is not ReleaseStatus.CHANGED:
+                return released
+        return released
+
+    def _release(self, group: str, token: str, running: str, key: str) -> ReleasedGroup:
+        fresh = new_token()
+        keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.leases(), self.keys.hosts(),
+                self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.waiters(group, key)]
+        reply = self._scripts["release"](keys=keys, args=[group, token, fresh, self.lease_ms, running, key])
+        status = ReleaseStatus(_text(reply[0]))
+        if status is ReleaseStatus.LEADER:
+            state, raw = _text(reply[1]), reply[2]
+            return ReleasedGroup(status, token=fresh, state=state, request=RequestRecord.loads(raw) if raw else None)
+        if status is ReleaseStatus.MOVED:
+            return ReleasedGroup(status, target=_text(reply[1]))
+        if status is not ReleaseStatus.HOSTED:
+            return ReleasedGroup(status)
+        host, queue, ref, device, own = (_text(x) for x in reply[1:6])
+        count = int(reply[6])
+        return ReleasedGroup(
+            status, host=host, queue=queue, ref=ref, device=device,
+            request=RequestRecord.loads(own) if own else None,
+            waiters=[RequestRecord.loads(w) for w in reply[7:7 + count]],
+            handed_on=[RequestRecord.loads(r) for r in reply[7 + count:]],
+        )

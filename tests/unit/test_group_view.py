@@ -7,15 +7,17 @@ registry holds what a live cluster would, and executions are driven by hand.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from celery.exceptions import Ignore
 
 from celery_persistent import Device, LeaderDied
 from celery_persistent.errors import Released, ReleaseRefused
 from celery_persistent.groupview import GroupView
-from celery_persistent.monitor import render, render_group, snapshot
+from celery_persistent.monitor import Monitor, Snapshot, diff, render, render_group, snapshot
 from celery_persistent.protocol import Placement, PlaceStatus
 from celery_persistent.releasing import Releaser
 from celery_persistent.testing import wait_until
@@ -174,6 +176,24 @@ def test_status_shows_groups_in_flight_beside_the_hosted_ones(env: PersistentEnv
     assert "no parked groups" in lines
 
 
+def test_monitor_reports_groups_in_flight_changing_and_prints_json_lines(env: PersistentEnv) -> None:
+    def flying(leader: str, state: str, waiters: int, queued: int) -> Snapshot:
+        row = {"group": GROUP, "leader": leader, "state": state, "waiters": waiters, "queued": queued}
+        return Snapshot(inflight={GROUP: row})
+
+    assert diff(Snapshot(), flying("a", "published", 0, 1)) == [f"+ in flight {GROUP}: leader a published, "
+                                                                 "0 waiting, 1 queued"]
+    assert diff(flying("a", "running", 2, 1), flying("b", "published", 0, 0)) == [
+        f"~ in flight {GROUP}: leader a -> b, state running -> published, waiters 2 -> 0, queued 1 -> 0"]
+    assert diff(flying("b", "running", 0, 0), Snapshot()) == [f"- in flight {GROUP} (done)"]
+
+    leader, _, _ = coalescing(env)
+    watcher = Monitor(env.persistent, as_json=True)
+    for _ in range(2):  # every refresh is the full status, not a diff
+        [line] = watcher.poll()
+        assert [row["leader"] for row in json.loads(line)["inflight"]] == [leader.id]
+
+
 # -- release: an ordinary group --------------------------------------------------------------------
 
 
@@ -198,8 +218,6 @@ def test_releasing_an_ordinary_group_answers_its_callers_and_publishes_the_next(
     assert env.deliveries() == []
 
     # The released leader's message, when a worker gets it, is a stale copy: skipped, not run.
-    from celery.exceptions import Ignore
-
     with pytest.raises(Ignore):
         execute(env, env.message(None, leader.id))
     assert isinstance(error_of(env, leader.id), Released)
@@ -216,8 +234,6 @@ def test_a_running_leader_released_mid_execution_is_fenced(env: PersistentEnv) -
     waiter = env.submit(MSG1, same)
     reports = []
     during.append(lambda: reports.append(releaser(env).release(GROUP)))
-
-    from celery.exceptions import Ignore
 
     with pytest.raises(Ignore):
         execute(env, env.message(None, leader.id))

@@ -8,6 +8,8 @@ repository: ``docs/index.md`` to start,
 every public name, ``docs/architecture.md`` for the modules.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .device import Device
 from .errors import (
     ConfigurationError,
@@ -23,8 +25,28 @@ from .errors import (
     UnknownKey,
 )
 from .outcomes import InfiniteRecursion, Leader, Wait
-from .placement import WorkerHandle
-from .plugin import Persistent
+
+if TYPE_CHECKING:
+    from .placement import WorkerHandle
+    from .plugin import Persistent
+
+
+def __getattr__(name: str) -> Any:
+    """``Persistent`` and ``WorkerHandle`` load Celery and redis: imported on first use.
+
+    So importing a light module of the package stays cheap: pytest imports
+    ``celery_persistent.pytest_plugin`` in every session of a virtualenv that has it.
+    """
+    if name == "Persistent":
+        from .plugin import Persistent
+
+        return Persistent
+    if name == "WorkerHandle":
+        from .placement import WorkerHandle
+
+        return WorkerHandle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigurationError",

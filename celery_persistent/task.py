@@ -14,7 +14,8 @@ from celery.result import AsyncResult
 from .chaining import BAD_INPUT, check_continuations, sent_by_tracer
 from .dispatch import HEADER
 from .errors import PersistentError
-from .planning import unpack
+from .execution import recursion_error
+from .planning import Plan, unpack
 from .registry import unavailable_as_typed
 from .safety import choose_serializer
 
@@ -41,10 +42,11 @@ class PersistentTask(Task):
         shadow: str | None = None,
         **options: Any,
     ) -> AsyncResult:
-        if self.app.conf.task_always_eager:
-            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
         options["serializer"] = choose_serializer(options.get("serializer"), self.app.conf.task_serializer,
                                                   self.app.conf.accept_content)
+        if self.app.conf.task_always_eager:
+            # Celery round-trips the arguments through this serializer, then __call__ runs the request here.
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
         try:
             msg1, msg2, opts = unpack(args, kwargs)
             check_continuations(self.app, self.name, options.get("chain"), link)
@@ -94,7 +96,22 @@ class PersistentTask(Task):
             raise
         if request.called_directly:
             return self.persistent.coalescer.execute(plan)
+        if request.is_eager:
+            return self._run_eager(plan)
         return self.persistent.coalescer.run(self, plan, header, list(args))
+
+    def _run_eager(self, plan: Plan) -> Any:
+        """``task_always_eager``: execute here and now, alone, without registering (docs/testing.md).
+
+        Eager mode sends no message, so nothing is in flight to coalesce with,
+        and nothing a worker runs could be serialized against it; registering
+        would only make the call wait on other processes.  The input checks,
+        the grouper and the recursion check are those of a sent request.
+        """
+        if plan.recursive:
+            assert plan.group is not None
+            raise recursion_error(plan.group)
+        return self.persistent.coalescer.execute(plan)
 
     def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """The tracer has stored this request's own answer and run its links: its delivery is settled.

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -239,6 +240,18 @@ def release(ctx: click.Context, group: str, token: str | None, as_json_: bool) -
     click.echo(f"released group {group} (token {report.token}, {report.mode}): {answered}; {then}")
 
 
+def prometheus_module() -> ModuleType:
+    """``celery_persistent.prometheus``; without prometheus-client, one line naming the extra to install."""
+    try:
+        from . import prometheus
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "prometheus_client":
+            raise
+        raise click.ClickException("`celery persistent metrics` needs prometheus-client, which the `metrics` "
+                                   "extra installs: pip install 'celery-persistent[metrics]'") from None
+    return prometheus
+
+
 def metric_values(registry: Any) -> dict[str, Any]:
     """The samples of a prometheus_client registry: ``name: value``, or a list of ``{labels..., "value"}``."""
     values: dict[str, Any] = {}
@@ -252,20 +265,31 @@ def metric_values(registry: Any) -> dict[str, Any]:
 
 
 @persistent.command(cls=CeleryCommand)
-@click.option("--port", type=int, default=None, help="Serve /metrics on this port instead of printing once.")
-@click.option("--address", default="127.0.0.1", show_default=True, help="Address to serve on, with --port.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics on this port instead of printing once (0: any free port).")
+@click.option("--address", default=None,
+              help="Address to serve on, with --port (default: persistent_metrics_address, else 127.0.0.1).")
+@click.option("--per-group/--no-per-group", default=None,
+              help="Add series labelled by group (default: persistent_metrics_per_group, off): "
+                   "one series per group, for small deployments only.")
+@click.option("--json", "as_json_", is_flag=True, help="Print the values once as JSON instead of the text format.")
 @click.pass_context
-def metrics(ctx: click.Context, port: int | None, address: str) -> None:
-    """The counters and group gauges in Prometheus' text format (needs prometheus-client)."""
-    from . import prometheus
-
+def metrics(ctx: click.Context, port: int | None, address: str | None, per_group: bool | None,
+            as_json_: bool) -> None:
+    """The counters, histograms and gauges in Prometheus' text format (needs the `metrics` extra)."""
+    prometheus = prometheus_module()
     plugin = plugin_of(ctx)
+    if as_json_:
+        with clear_errors("cannot read the metrics"):
+            click.echo(as_json(metric_values(prometheus.registry_for(plugin, per_group))))
+        return
     with clear_errors("cannot expose the metrics"):
         if port is None:
-            click.echo(prometheus.exposition(plugin), nl=False)
+            click.echo(prometheus.exposition(plugin, per_group), nl=False)
             return
-        prometheus.serve(plugin, port, address)
-    click.echo(f"serving Prometheus metrics on http://{address}:{port}/metrics (Ctrl-C stops)")
+        server = prometheus.serve(plugin, port, address, per_group)
+    host, bound = server.server_address[:2]
+    click.echo(f"serving Prometheus metrics on http://{host}:{bound}/metrics (Ctrl-C stops)")
     try:
         while True:
             time.sleep(3600)

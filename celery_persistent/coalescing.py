@@ -23,7 +23,7 @@ from .dispatch import Dispatcher
 from .errors import PersistentError
 from .execution import execute, recursion_error
 from .leases import LeaseKeeper
-from .metrics import Metrics
+from .metrics import Metrics, Mode, sent_of
 from .placement import Placer
 from .planning import Plan
 from .protocol import Finished, SubmitOutcome
@@ -50,9 +50,7 @@ class Coalescer:
         """Execute a request on a worker, under its group's registration."""
         token = header.get("token") if header else None
         if not token and plan.group is None:
-            msg3 = self.execute(plan)
-            self.metrics.incr("executions")
-            return msg3
+            return self.metrics.timed(Mode.ORDINARY, None, lambda: self.execute(plan), count="executions")
         if token and header:
             if header.get("group") != plan.group:
                 # Registered under the group the client computed: keep to it.
@@ -107,7 +105,7 @@ class Coalescer:
         assert plan.group is not None
         self.keeper.hold(plan.group, token)
         try:
-            msg3 = self.execute(plan)
+            msg3 = self.metrics.timed(Mode.ORDINARY, sent_of(request), lambda: self.execute(plan))
         except BaseException as exc:
             self.keeper.drop(token)
             self._finish(plan, token, exc, request)

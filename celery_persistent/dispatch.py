@@ -9,6 +9,7 @@ queued behind it are published in turn by ``complete``.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,7 @@ class Dispatcher:
             args=args,
             kwargs={},
             stack=list(plan.stack),
+            sent=time.time(),
         )
         group, submitted = self.register(plan, record, flags)
         if submitted.outcome is SubmitOutcome.HOSTED:
@@ -144,7 +146,7 @@ class Dispatcher:
         args = list(record.args or [])
         device = args[0].get("device") if args and isinstance(args[0], Mapping) else None
         args[0] = Ref({REF_KEY: ref, "device": device})
-        header = {"group": group, "hosted": True, "key": record.key, "stack": record.stack}
+        header = {"group": group, "hosted": True, "key": record.key, "stack": record.stack, "sent": record.sent}
         options = {**options, "queue": group_queue(queue)}
         options.pop("routing_key", None)
         options.pop("exchange", None)
@@ -159,7 +161,7 @@ class Dispatcher:
     ) -> AsyncResult:
         """Put a registered request on the broker, carrying its owner token."""
         task = self.app.tasks[record.task]
-        header = {"group": group, "token": token, "key": record.key, "stack": record.stack}
+        header = {"group": group, "token": token, "key": record.key, "stack": record.stack, "sent": record.sent}
         return task.publish(record.args, record.id, header, dict(options or record.options))
 
     def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False,

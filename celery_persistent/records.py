@@ -67,6 +67,7 @@ class RequestRecord:
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
     stack: list[str] = field(default_factory=list)
+    sent: float | None = None  # Unix time of its apply_async: the queue-wait histogram starts there
 
     def dumps(self) -> str:
         """``id\\nkey\\njson``: Lua reads id and key without decoding JSON."""
@@ -77,6 +78,7 @@ class RequestRecord:
                 "args": self.args,
                 "kwargs": self.kwargs,
                 "stack": self.stack,
+                "sent": self.sent,
             }
         )
         return f"{self.id}\n{self.key}\n{body}"
@@ -94,6 +96,7 @@ class RequestRecord:
             args=data.get("args"),
             kwargs=data.get("kwargs"),
             stack=list(data.get("stack") or []),
+            sent=data.get("sent"),
         )
 
     def waiter(self) -> RequestRecord:

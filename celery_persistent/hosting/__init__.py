@@ -44,5 +44,5 @@ def build_host(app: Celery, hostname: str, runtime: Runtime, planner: Planner, p
                 table, cache, queues, default_timeout, dispatcher, reserved_groups)
     host.attach(Runner(answer, runtime.registry, runtime.store, planner, table, cache, queues,
                        runtime.settings.queue_prefix, runtime.settings.max_message_bytes, host.restart, host.let_go,
-                       dispatcher.settle))
+                       dispatcher.settle, runtime.metrics))
     return host

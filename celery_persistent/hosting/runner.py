@@ -23,6 +23,7 @@ from ..answers import Answerer
 from ..errors import InvalidMessage, PersistentError, RegistryUnavailable
 from ..execution import execute, recursion_error
 from ..messages import validate
+from ..metrics import Metrics, Mode, timed
 from ..planning import Planner
 from ..protocol import Finished, RenameStatus
 from ..queues import queue_name
@@ -44,7 +45,7 @@ class Runner:
     def __init__(self, answer: Answerer, registry: Registry, store: MessageStore, planner: Planner,
                  table: HostedTable, cache: Msg1Cache, queues: GroupQueues, queue_prefix: str,
                  max_message_bytes: int, on_throw: Callable[[Hosted], None], on_lost: Callable[[Hosted], None],
-                 settle: Callable[[str], None]) -> None:
+                 settle: Callable[[str], None], metrics: Metrics | None = None) -> None:
         self.answer = answer
         self.registry = registry
         self.store = store
@@ -57,6 +58,7 @@ class Runner:
         self.on_throw = on_throw
         self.on_lost = on_lost
         self.settle = settle
+        self.metrics = metrics
         self.busy = False  # read by the lease thread: never release a group mid-execution
 
     def run(self, task: Any, header: Mapping[str, Any], msg2: Any, opts: Any) -> Any:
@@ -68,7 +70,8 @@ class Runner:
             # Done already (run at adoption) or the group moved on with it.
             logger.info("skipping %s for group %s: not hosted here or already done", task_id, group)
             raise Ignore()
-        outcome = self._execute(h, msg2, opts, tuple(header.get("stack") or ()))
+        outcome = timed(self.metrics, Mode.HOSTED, header.get("sent"),
+                        lambda: self._execute(h, msg2, opts, tuple(header.get("stack") or ())))
         faults.point("after-execute-hosted")
         # The tracer answers this request itself (links, chord) when the task returns,
         # then settles the delivery (PersistentTask.after_return).
@@ -86,7 +89,8 @@ class Runner:
         args = list(record.args or [])
         msg2 = args[1] if len(args) > 1 else None
         opts = args[2] if len(args) > 2 else None
-        outcome = self._execute(h, msg2, opts, tuple(record.stack))
+        outcome = timed(self.metrics, Mode.HOSTED, record.sent,
+                        lambda: self._execute(h, msg2, opts, tuple(record.stack)))
         with contextlib.suppress(NotOurs):
             self._finish(h, h.group, record.key, record.id, outcome, own=record)
 

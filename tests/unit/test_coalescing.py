@@ -156,6 +156,7 @@ def test_submit_registers_a_leader_and_publishes_it(env: PersistentEnv) -> None:
     assert env.client.hget(env.keys.inflight("serial-a"), owner["key"]) == r.id.encode()
     [sent] = env.messages()
     assert sent.id == r.id
+    assert sent.header is not None and before / 1000 - 1 <= sent.header.pop("sent") <= after / 1000 + 1
     assert sent.header == {"group": "serial-a", "token": owner["token"], "key": owner["key"], "stack": []}
     assert sent.args == [serial(), msg2]
     assert r.state == "PENDING" and calls == []

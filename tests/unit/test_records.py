@@ -59,7 +59,7 @@ def test_dumps_prefixes_id_and_key() -> None:
 
     assert (task_id, key) == ("task-1", "k" * 32)
     data = json.loads(body)
-    assert set(data) == {"task", "options", "args", "kwargs", "stack"}
+    assert set(data) == {"task", "options", "args", "kwargs", "stack", "sent"}
     assert data["task"] == "persistent.resolve"
     assert "\n" not in body  # one line, so Lua can split on the first two newlines
 
@@ -68,7 +68,9 @@ def test_defaults_round_trip() -> None:
     rec = RequestRecord(id="i", key="k", task="t")
     back = RequestRecord.loads(rec.dumps())
     assert back == rec
-    assert (back.options, back.args, back.kwargs, back.stack) == ({}, None, None, [])
+    assert (back.options, back.args, back.kwargs, back.stack, back.sent) == ({}, None, None, [], None)
+    sent = RequestRecord(id="i", key="k", task="t", sent=1700000000.25)
+    assert RequestRecord.loads(sent.dumps()).sent == 1700000000.25  # the queue wait's start survives Redis
 
 
 def test_waiter_drops_args() -> None:

@@ -34,11 +34,11 @@ if TYPE_CHECKING:
 REDIS_URL_ENV = "CELERY_PERSISTENT_TEST_REDIS_URL"
 """Environment variable naming the Redis of the fixtures (as ``--persistent-redis-url``)."""
 
-WORKER_APP = f"{__name__}:worker_app"
+WORKER_APP = "celery_persistent.pytest_worker"
 """What the fixtures' workers get as ``celery -A``: the app under test, configured as in the test process."""
 
-_APP_ENV = "CELERY_PERSISTENT_TEST_APP"
-_CONF_ENV = "CELERY_PERSISTENT_TEST_CONF"
+APP_ENV = "CELERY_PERSISTENT_TEST_APP"
+CONF_ENV = "CELERY_PERSISTENT_TEST_CONF"
 READY_TIMEOUT = 60.0  # a worker's start under load; polled, so a fast start is not slowed down
 
 
@@ -196,19 +196,7 @@ def configure_app(name: str, settings: dict[str, Any]) -> Celery:
                                  "it: request persistent_app before the first call")
     app.conf.update(settings)
     plugin._settings = None  # read again, from the settings just applied
-    vars(app._local).pop("backend", None)  # a backend made from the old result_backend
     return app
-
-
-def __getattr__(name: str) -> Any:
-    """``celery -A celery_persistent.pytest_plugin:worker_app``: the app of the fixtures' workers.
-
-    A module attribute computed on access, so that importing this module
-    (pytest does, in every session) configures nothing.
-    """
-    if name != "worker_app":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return configure_app(os.environ[_APP_ENV], json.loads(os.environ[_CONF_ENV]))
 
 
 # -- workers -----------------------------------------------------------------------------------
@@ -225,8 +213,8 @@ class Workers:
         self.cwd = cwd
         self.started: list[WorkerProcess] = []
         self.env = {
-            _APP_ENV: app_name,
-            _CONF_ENV: json.dumps(settings),
+            APP_ENV: app_name,
+            CONF_ENV: json.dumps(settings),
             # Celery reads these before any config (celery.app.utils.Settings): keep them the session's.
             "CELERY_BROKER_URL": str(settings.get("broker_url") or ""),
             "CELERY_RESULT_BACKEND": str(settings.get("result_backend") or ""),

@@ -224,7 +224,7 @@ def test_metrics_in_prometheus_text_format(cluster, persistent, tmp_path) -> Non
     msg1 = {"device": "state", "id": f"prom-{uuid.uuid4().hex[:6]}", "count": 0}
     persistent.start_worker(msg1, {"static_worker": True})
     persistent.resolve.delay(msg1, {"path": "peek"}).get(timeout=20)
-    text = ok("metrics")
+    text = ok("metrics", "--per-group")  # series labelled by group are opt-in
     executions = re.search(r"^celery_persistent_executions_total (\S+)$", text, re.M)
     assert executions and float(executions.group(1)) >= 1
     group = f"state-{msg1['id']}"

@@ -20,7 +20,7 @@ from celery.exceptions import Ignore
 from . import faults
 from .answers import Answerer
 from .dispatch import Dispatcher
-from .errors import PersistentError
+from .errors import PersistentError, RegistryUnavailable
 from .execution import execute, recursion_error
 from .leases import LeaseKeeper
 from .metrics import Metrics, Mode, sent_of
@@ -59,13 +59,29 @@ class Coalescer:
                 plan = replace(plan, group=str(header["group"]), key=str(header.get("key", plan.key)))
             assert plan.group is not None
             faults.point("before-claim")
-            if not self.registry.claim(plan.group, token):
-                logger.info("request %s is a stale copy; its group moved on", task.request.id)
+            if not self._claim(plan.group, token, task.request.id):
                 raise Ignore()
         else:
             group, token = self._register_at_start(task, plan, args)
             plan = replace(plan, group=group)
         return self.lead(plan, token, task.request)
+
+    def _claim(self, group: str, token: str, task_id: str) -> bool:
+        """Start as the group's leader, through a short outage.
+
+        False for a stale copy, and when the registry stays unreachable: then
+        the request has not started, keeps its lease, and is answered by
+        nobody here (no outcome stored), so the reaper publishes it again once
+        the registry is back, and the caller gets one outcome, never two.
+        """
+        try:
+            claimed = self.registry.steady(lambda: self.registry.claim(group, token))
+        except RegistryUnavailable:
+            logger.error("request %s of group %s not started: the registry is unreachable", task_id, group)
+            return False
+        if not claimed:
+            logger.info("request %s is a stale copy; its group moved on", task_id)
+        return claimed
 
     def _register_at_start(self, task: Any, plan: Plan, args: list[Any]) -> tuple[str, str]:
         """For requests that bypassed apply_async (send_task, beat)."""
@@ -121,9 +137,21 @@ class Coalescer:
         return msg3
 
     def _finish(self, plan: Plan, token: str, outcome: Any, request: Any, keep: bool = False) -> Finished:
+        """Record the outcome; ``Ignore`` when it is not this leader's to answer.
+
+        Stale: the reaper took the group and answered (``LeaderDied``).  Not
+        recorded because the registry stayed unreachable past the lease: the
+        reaper will do the same, so storing this outcome too would give the
+        caller two.
+        """
         assert plan.group is not None
-        finished = self.dispatcher.complete(plan.group, plan.key, token, outcome, executed=True,
-                                            settle=request is None, keep=keep)
+        try:
+            finished = self.dispatcher.complete(plan.group, plan.key, token, outcome, executed=True,
+                                                settle=request is None, keep=keep)
+        except RegistryUnavailable:
+            logger.error("the outcome of group %s's leader could not be recorded: the registry is unreachable; "
+                         "the reaper answers its callers", plan.group)
+            raise Ignore() from None
         if finished.stale:
             raise Ignore()
         if request is not None:

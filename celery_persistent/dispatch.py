@@ -8,10 +8,12 @@ queued behind it are published in turn by ``complete``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -24,7 +26,7 @@ from .planning import Plan
 from .protocol import Finished, SubmitOutcome, Submitted, WithdrawStatus
 from .queues import group_queue
 from .records import RequestRecord, keep_options
-from .registry import Registry
+from .registry import UNREACHABLE, Registry
 from .store import REF_KEY, MessageStore, Ref, is_ref
 
 if TYPE_CHECKING:
@@ -97,7 +99,10 @@ class Dispatcher:
             # Never leave a lock orphaned by a failed publish.
             self.complete(group, plan.key, submitted.token, exc)
             raise
-        self.registry.published(group, submitted.token)
+        with contextlib.suppress(*UNREACHABLE):
+            # It is on the broker: the send succeeded.  Unmarked, it keeps its short
+            # lease, and the reaper may send it again; the owner token fences that copy.
+            self.registry.published(group, submitted.token)
         return result
 
     def withdraw(self, group: str, record: RequestRecord, error: BaseException) -> bool:
@@ -115,7 +120,7 @@ class Dispatcher:
     def register(self, plan: Plan, record: RequestRecord, flags: str = "") -> tuple[str, Submitted]:
         """Submit to the persistent worker of Msg1 if there is one, else to the group."""
         assert plan.group is not None
-        submitted = self.registry.submit(plan.group, record, flags, host_group=plan.host_group)
+        submitted = self._submit(plan.group, record, flags, plan.host_group)
         group = submitted.group
         for _ in range(MAX_MOVES):
             if submitted.outcome is not SubmitOutcome.MOVED:
@@ -123,6 +128,15 @@ class Dispatcher:
             group = submitted.target
             submitted = self.registry.submit(group, record, flags)
         raise PersistentError(f"group {plan.group} moved more than {MAX_MOVES} times while sending; retry")
+
+    def _submit(self, group: str, record: RequestRecord, flags: str, host_group: str | None) -> Submitted:
+        """``submit``, through a short outage: a repeat finds an earlier attempt that was applied
+        (its reply lost), so a request is never registered twice nor run after its send raised."""
+        try:
+            return self.registry.submit(group, record, flags, host_group=host_group)
+        except UNREACHABLE:
+            return self.registry.steady(lambda: self.registry.submit(group, record, flags + "a",
+                                                                     host_group=host_group))
 
     def _by_reference(self, plan: Plan, args: list[Any]) -> list[Any]:
         """A large Msg1 travels (and is kept in Redis) as a reference."""
@@ -184,26 +198,38 @@ class Dispatcher:
             return finished
         faults.point("after-finish")
         self.answer(finished.waiters, outcome)
-        if finished.next_request is not None:
-            self.publish_next(group, finished.next_request, finished.next_token)
+        if finished.next_request is not None and not self.publish_next(group, finished.next_request,
+                                                                       finished.next_token):
+            # The delivery also holds the next request: left open, the reaper
+            # publishes it once its deadline passes (one lease), instead of the
+            # group waiting a queue TTL for a message that never left.
+            return replace(finished, delivery="")
         if settle:
             self.settle(finished.delivery)
         return finished
 
     def settle(self, delivery: str) -> None:
         """Every caller of ``delivery`` is answered; if Redis is gone for longer, the reaper re-checks it."""
+        if not delivery:
+            return
         try:
             self.registry.steady(lambda: self.registry.delivered(delivery))
         except RegistryUnavailable:
             logger.warning("could not settle delivery %s; the reaper will find its callers answered", delivery)
 
-    def publish_next(self, group: str, record: RequestRecord, token: str, mark: bool = False) -> None:
-        """Publish a request that is the group's owner already; ``mark`` it published if it was re-registered."""
+    def publish_next(self, group: str, record: RequestRecord, token: str, mark: bool = False) -> bool:
+        """Publish a request that is the group's owner already; ``mark`` it published if it was re-registered.
+
+        False if it could not be sent: the caller leaves what recovers it (a
+        delivery, or the short lease of a re-registered request) to the reaper.
+        """
         try:
             self.publish(record, group, token)
         except Exception:
-            # The lease expires and the reaper publishes it again.
             logger.exception("could not publish the next request %s of group %s", record.id, group)
-            return
+            return False
         if mark:
-            self.registry.published(group, token)
+            with contextlib.suppress(RegistryUnavailable):
+                # Unmarked, it keeps its short lease: the reaper sends it again (a stale copy is fenced).
+                self.registry.steady(lambda: self.registry.published(group, token))
+        return True

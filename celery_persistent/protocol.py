@@ -174,6 +174,14 @@ class RenameStatus(str, Enum):
     BUSY = "busy"  # the new name is taken: keep the old one
 
 
+class HostedStart(Enum):
+    """``start_hosted``: what a host does with a message it took from a group queue."""
+
+    RUN = 1  # this host owns the group and the request is still to be done
+    DONE = 0  # finished or withdrawn already: the message is a stale copy
+    ELSEWHERE = -1  # still to be done, but the group is not this host's: hand the message back
+
+
 @dataclass(frozen=True)
 class HostedGroup:
     """One hosted group as the registry knows it: ``groups()``, status, monitor and metrics rows."""

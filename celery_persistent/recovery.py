@@ -92,9 +92,7 @@ class Reaper:
         if finished.stale:
             return
         self.answer(self.answer.unanswered([leader, *finished.waiters]), outcome)
-        if finished.next_request is not None:
-            self.dispatcher.publish_next(group, finished.next_request, finished.next_token)
-        self.registry.delivered(finished.delivery)
+        self._hand_on(finished.delivery, group, finished.next_request, finished.next_token)
 
     def _reap_deliveries(self) -> int:
         recovered = 0
@@ -107,10 +105,15 @@ class Reaper:
             logger.warning("completing the answers of %s in group %s: their process died", member, delivery.group)
             own = [delivery.own] if delivery.own is not None else []
             self.answer(self.answer.unanswered([*own, *delivery.waiters]), self._outcome(delivery))
-            if delivery.next_request is not None:
-                self.dispatcher.publish_next(delivery.group, delivery.next_request, delivery.next_token)
-            self.registry.delivered(member)
+            self._hand_on(member, delivery.group, delivery.next_request, delivery.next_token)
         return recovered
+
+    def _hand_on(self, member: str, group: str, next_request: RequestRecord | None, next_token: str) -> None:
+        """Publish the group's next request, then settle the delivery; one that could not be sent keeps
+        the delivery open, so a later beat publishes it (instead of the group waiting a queue TTL)."""
+        if next_request is not None and not self.dispatcher.publish_next(group, next_request, next_token):
+            return
+        self.registry.delivered(member)
 
     def _outcome(self, delivery: Delivery) -> Any:
         if delivery.outcome:

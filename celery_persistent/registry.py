@@ -29,6 +29,7 @@ from .protocol import (
     ExpiredKind,
     Finished,
     HostedGroup,
+    HostedStart,
     Placed,
     Placement,
     PlaceStatus,
@@ -145,6 +146,8 @@ class Registry:
             args.append(host_group)
         reply = [_text(x) if x is not None else "" for x in self._scripts["submit"](keys=keys, args=args)]
         outcome, registered = SubmitOutcome(reply[0]), reply[-1]
+        if outcome is SubmitOutcome.LEADER and len(reply) > 3:
+            token = reply[2]  # made leader by an earlier submit of the same request ("a")
         if outcome is SubmitOutcome.HOSTED:
             return Submitted(outcome, token, queue=reply[1], ref=reply[2], host=reply[3], group=registered)
         if outcome is SubmitOutcome.MOVED:
@@ -157,7 +160,7 @@ class Registry:
 
     def pulse(self, gap_ms: int) -> int:
         """Note that the registry is reachable; returns when it last resumed after a gap (ms)."""
-        return int(self._scripts["pulse"](keys=[self.keys.pulse()], args=[gap_ms]))
+        return int(self._scripts["pulse"](keys=[self.keys.pulse(), self.keys.leases()], args=[gap_ms, self.lease_ms]))
 
     def server_ms(self) -> int:
         """The Redis server's clock, which every lease deadline is measured on."""
@@ -301,9 +304,9 @@ class Registry:
                  "bytes": size, "errors": errors}
         return Adopted(token, Placement.from_owner(group, host, owner), [RequestRecord.loads(r) for r in reply[9:]])
 
-    def start_hosted(self, group: str, token: str, task_id: str) -> bool:
+    def start_hosted(self, group: str, token: str, task_id: str) -> HostedStart:
         keys = [self.keys.owner(group), self.keys.hosted_records(group)]
-        return bool(self._scripts["start_hosted"](keys=keys, args=[token, task_id]))
+        return HostedStart(int(self._scripts["start_hosted"](keys=keys, args=[token, task_id])))
 
     def finish_hosted(self, group: str, token: str, key: str, task_id: str, outcome: str,
                       new_ref: str = "", size: int = 0) -> Finished:

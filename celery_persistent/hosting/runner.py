@@ -25,9 +25,9 @@ from ..execution import execute, recursion_error
 from ..messages import validate
 from ..metrics import Metrics, Mode, timed
 from ..planning import Planner
-from ..protocol import Finished, RenameStatus
-from ..queues import queue_name
-from ..records import RequestRecord
+from ..protocol import Finished, HostedStart, RenameStatus
+from ..queues import group_queue, queue_name
+from ..records import RequestRecord, options_from_context
 from ..registry import Registry
 from ..store import MessageStore
 from .cache import Msg1Cache
@@ -66,9 +66,13 @@ class Runner:
         group = str(header.get("group"))
         h = self.table.lookup(group)
         task_id = task.request.id
-        if h is None or not self.registry.start_hosted(group, h.token_for(group), task_id):
-            # Done already (run at adoption) or the group moved on with it.
-            logger.info("skipping %s for group %s: not hosted here or already done", task_id, group)
+        started = self.registry.start_hosted(group, h.token_for(group) if h is not None else "", task_id)
+        if started is HostedStart.ELSEWHERE:
+            self._hand_back(task, header, group, h)
+            raise Ignore()
+        if started is not HostedStart.RUN or h is None:
+            # Done already (run at adoption, or answered): the message is a stale copy.
+            logger.info("skipping %s for group %s: already done", task_id, group)
             raise Ignore()
         outcome = timed(self.metrics, Mode.HOSTED, header.get("sent"),
                         lambda: self._execute(h, msg2, opts, tuple(header.get("stack") or ())))
@@ -83,6 +87,26 @@ class Runner:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def _hand_back(self, task: Any, header: Mapping[str, Any], group: str, h: Hosted | None) -> None:
+        """A message of a group this host lost (it stalled past its lease): put it back for the owner.
+
+        The message was acknowledged when it was taken (a persistent worker
+        acks early), so dropping it would lose a request that is still
+        accepted; the same message (id, header, links) goes back to the
+        group's queue, and this host stops consuming that queue.  It goes to
+        the queue's tail: such a request may run after one sent later.
+        """
+        request = task.request
+        queue = (request.delivery_info or {}).get("routing_key") or queue_name(self.queue_prefix, group)
+        logger.warning("request %s of group %s reached this worker after it lost the group: handed back to %s",
+                       request.id, group, queue)
+        options = {**options_from_context(request), "queue": group_queue(queue)}
+        task.publish(list(request.args or []), request.id, dict(header), options)
+        if h is not None:
+            self.on_lost(h)
+        else:
+            self.queues.soon(partial(self.queues.stop, queue))
 
     def run_record(self, h: Hosted, record: RequestRecord) -> None:
         """Run an accepted request from its stored record (recovery, hand-off): no tracer answers it."""
@@ -126,6 +150,11 @@ class Runner:
         if not isinstance(outcome, BaseException) and not h.static:
             try:
                 new_ref, size = self._checkpoint(outcome)
+            except RegistryUnavailable:
+                # Nothing recorded: as in _record, the request stays accepted for the group's next owner.
+                logger.error("could not checkpoint request %s of group %s: Redis is unreachable", task_id, group)
+                self.on_lost(h)
+                raise NotOurs(task_id) from None
             except PersistentError as exc:
                 outcome = exc
         finished = self._record(h, group, key, task_id, outcome, new_ref, size)
@@ -176,7 +205,7 @@ class Runner:
         if not isinstance(msg3, Mapping):
             raise InvalidMessage(f"a rolling worker needs Msg3 to be a message, not {type(msg3).__name__}", "msg3")
         encoded = validate(msg3, "msg3", self.max_message_bytes)
-        ref = self.store.put(msg3, encoded)
+        ref = self.registry.steady(lambda: self.store.put(msg3, encoded))
         return ref.storage_id, ref.size
 
     def _maybe_rename(self, h: Hosted) -> None:

@@ -10,17 +10,44 @@
 --         until the caller marks it published (published.lua)
 -- ARGV[8] flags: "h" register only if the group has a persistent worker;
 --                "r" resubmission: an inflight entry naming this very id is not a leader
+--                "a" again: an earlier submit of this very request may have been applied
+--                    (its reply was lost in an outage); if it was, answer as it did
 -- ARGV[9] the group of Msg1 alone, with KEYS[9..16]
 -- Returns one of these, then the group it registered with:
 --   {"wait", id executing the same key}
 --   {"hosted", queue, msg1 ref, host}  (publish to the group's queue)
 --   {"moved", new group}               (a rolling worker re-registered)
 --   {"queued", current owner id}       (runs after the owner, in order)
---   {"leader", task id}                (caller publishes it)
+--   {"leader", task id[, owner token]} (caller publishes it; the token is given on "a"
+--                                      when an earlier submit made it the leader)
 --   {"nothost"}                        (flag "h" and no persistent worker)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function earlier(K)
+  local f = redis.call('HMGET', K[1], 'mode', 'task_id', 'token')
+  if f[1] == 'leader' and f[2] == ARGV[3] then
+    return {'leader', ARGV[3], f[3]}
+  end
+  if redis.call('HEXISTS', K[7], ARGV[3]) == 1 then
+    local h = redis.call('HMGET', K[1], 'queue', 'ref', 'host')
+    return {'hosted', h[1], h[2], h[3]}
+  end
+  if redis.call('LPOS', K[3], ARGV[5]) then
+    return {'wait', redis.call('HGET', K[2], ARGV[2])}
+  end
+  if redis.call('LPOS', K[4], ARGV[6]) then
+    return {'queued', f[2]}
+  end
+  return nil
+end
+
 local function register(K, group, flags)
+  if string.find(flags, 'a', 1, true) then
+    local found = earlier(K)
+    if found then
+      return found
+    end
+  end
   local mode = redis.call('HGET', K[1], 'mode')
   local hosted = mode == 'hosted'
   if string.find(flags, 'h', 1, true) and not hosted and mode ~= 'moved' then

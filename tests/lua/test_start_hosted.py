@@ -48,10 +48,11 @@ def test_an_unknown_task_id_is_not_started(ks, scripts, state, hosted):
     assert state() == before
 
 
-def test_a_stale_token_changes_nothing(ks, scripts, state, hosted):
+def test_a_stale_token_changes_nothing_and_says_the_request_is_still_to_run(ks, scripts, state, hosted):
+    """A host that lost the group must hand the message back, not drop it."""
     before = state()
 
-    assert start(scripts, ks, "a", token="old-host-tok") == 0
+    assert start(scripts, ks, "a", token="old-host-tok") == -1
 
     assert state() == before
 
@@ -59,6 +60,14 @@ def test_a_stale_token_changes_nothing(ks, scripts, state, hosted):
 def test_a_group_without_owner_is_not_started(db, ks, scripts):
     db.hset(ks.hosted_records(GROUP), "a", record("a", "k"))
 
-    assert start(scripts, ks, "a") == 0
+    assert start(scripts, ks, "a") == -1
 
     assert not db.exists(ks.owner(GROUP))
+
+
+def test_a_stale_token_with_a_finished_request_is_done(ks, scripts, state, hosted):
+    before = state()
+
+    assert start(scripts, ks, "zzz", token="old-host-tok") == 0
+
+    assert state() == before

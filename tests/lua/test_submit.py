@@ -281,3 +281,34 @@ def test_fewer_than_16_keys_ignore_the_msg1_group(db, ks, scripts):
     assert scripts["submit"](keys=keys, args=args) == ["leader", "b", GROUP]
 
     assert not db.exists(ks.inflight(HOST_GROUP))
+
+
+# -- "a": a repeat of a submit whose reply was lost --------------------------------
+
+
+@pytest.mark.parametrize("first", ["leader", "wait", "queued", "hosted"])
+def test_a_repeat_finds_the_earlier_registration_and_changes_nothing(db, ks, scripts, state, first):
+    """The first submit was applied but its caller never saw the reply (an outage): the repeat
+    answers as the first did, so the request is registered once and runs once."""
+    if first == "wait":
+        lead(db, ks, task_id="x", key="k")
+    elif first == "queued":
+        lead(db, ks, task_id="x", key="other")
+    elif first == "hosted":
+        host(db, ks)
+    reply = submit(scripts, ks, "a", token="tok-1")
+    before = state()
+
+    again = submit(scripts, ks, "a", flags="a", token="tok-2")
+
+    assert state() == before
+    assert again[0] == first
+    if first == "leader":
+        assert again == ["leader", "a", "tok-1", GROUP]  # the token of the registration that counts
+    else:
+        assert again == reply
+
+
+def test_a_repeat_of_a_submit_that_was_not_applied_registers_it(db, ks, scripts):
+    assert submit(scripts, ks, "a", flags="a", token="tok-2") == ["leader", "a", GROUP]
+    assert db.hget(ks.owner(GROUP), "token") == "tok-2"

@@ -124,8 +124,13 @@ def adopt(env: PersistentEnv, host: Host, msg1: dict[str, Any], **kw: Any) -> Ho
 
 def run(env: PersistentEnv, host: Host, group: str, task: FakeTask) -> Any:
     """What the task does with the queued message of ``task`` in ``group``'s queue: ``Host.run``."""
-    msg = env.message(env.queue(group), task.request.id)
+    queue = env.queue(group)
+    msg = env.message(queue, task.request.id)
     assert msg.header is not None and msg.header["hosted"] is True
+    # What the worker's request carries, for a host that must hand the message back.
+    task.request.args, task.request.delivery_info = msg.args, {"routing_key": queue}
+    if not hasattr(task, "publish"):
+        task.publish = env.persistent.resolve.publish
     return host.run(task, msg.header, msg.msg2, msg.opts)
 
 
@@ -274,6 +279,9 @@ def test_a_lost_lease_forgets_the_group_but_keeps_its_queue(env: PersistentEnv) 
     with pytest.raises(Ignore):
         deliver(env, host, h.group, waiting.id)
     assert calls == []
+    # Still accepted: the message it took goes back to the queue, for the group's owner (the
+    # fake consumer left the original in the list too; a real one has taken and acked it).
+    assert [m.id for m in env.messages(h.queue)] == [waiting.id, waiting.id]
 
 
 # -- release -----------------------------------------------------------------------------------

@@ -12,7 +12,15 @@ from typing import Any
 import redis
 
 from celery_persistent.keys import KeySpace
-from celery_persistent.protocol import Delivery, ExpiredKind, Placement, PlaceStatus, SubmitOutcome, Submitted
+from celery_persistent.protocol import (
+    Delivery,
+    ExpiredKind,
+    HostedStart,
+    Placement,
+    PlaceStatus,
+    SubmitOutcome,
+    Submitted,
+)
 from celery_persistent.records import RequestRecord
 from celery_persistent.registry import Registry, delivery_member
 from tests.conftest import LEASE_TTL, QUEUE_TTL
@@ -446,7 +454,7 @@ def test_finish_hosted_keeps_a_delivery_and_is_gone_when_repeated(
     rec, waiter = record("k-a"), record("k-a")
     assert registry.submit(GROUP, rec).outcome is SubmitOutcome.HOSTED
     assert registry.submit(GROUP, waiter).outcome is SubmitOutcome.WAIT
-    assert registry.start_hosted(GROUP, token, rec.id)
+    assert registry.start_hosted(GROUP, token, rec.id) is HostedStart.RUN
 
     with clock(registry) as now:
         done = registry.finish_hosted(GROUP, token, "k-a", rec.id, "", new_ref="ref-2", size=20)
@@ -477,7 +485,7 @@ def test_finish_hosted_by_a_host_that_lost_the_group_is_stale(
     token = hosted_group(registry)
     rec = record("k-a")
     registry.submit(GROUP, rec)
-    assert registry.start_hosted(GROUP, token, rec.id)
+    assert registry.start_hosted(GROUP, token, rec.id) is HostedStart.RUN
     client.hset(keys.owner(GROUP), "token", "new-owner")
 
     done = registry.finish_hosted(GROUP, token, "k-a", rec.id, OUTCOME)

@@ -16,8 +16,9 @@ from celery import Celery, signature, states
 from celery.backends.redis import RedisBackend
 from kombu.utils import json
 
+from . import signals
 from .errors import PersistentError
-from .events import Events
+from .events import Events, answered_by
 from .records import RequestRecord
 
 logger = logging.getLogger(__name__)
@@ -35,11 +36,19 @@ class Answerer:
         self.events = events
         self.revoked = revoked
 
-    def __call__(self, records: Iterable[RequestRecord], outcome: Any) -> int:
-        """Give every record the leader's Msg3, or its error; return how many."""
+    def __call__(self, records: Iterable[RequestRecord], outcome: Any, onto: str | None = None) -> int:
+        """Give every record the leader's Msg3, or its error; return how many.
+
+        ``onto`` is the request that ran (default: the execution running here,
+        if any).  In a worker, each answer is then announced as task events of
+        this worker and fires the task signals (events.py, signals.py).
+        """
         pending = self._skip_revoked(list(records))
         done = answer(self.app, pending, outcome)
-        self.events.announce(done)
+        by = answered_by(onto)
+        self.events.announce(done, by)
+        if by is not None:
+            signals.fire(self.app, done, by)
         return len(done)
 
     def _skip_revoked(self, records: list[RequestRecord]) -> list[RequestRecord]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from . import faults
+from . import faults, lineage
 from .answers import Answerer
 from .errors import PersistentError, RegistryUnavailable
 from .execution import recursion_error
@@ -72,11 +72,12 @@ class Dispatcher:
             # A delayed request registers when it starts, not now: it keeps its
             # delay, and an identical immediate request never waits for it.
             return task.publish(args, task_id, {"stack": list(plan.stack), "delayed": True}, options)
+        kept, options = self._kept_with_lineage(options)
         record = RequestRecord(
             id=task_id,
             key=plan.key,
             task=task.name,
-            options=keep_options(options),
+            options=kept,
             args=args,
             kwargs={},
             stack=list(plan.stack),
@@ -90,8 +91,10 @@ class Dispatcher:
                 if self.withdraw(group, record, exc):
                     raise
                 return task.AsyncResult(task_id)  # its worker has it already (adoption): it will answer
+        if submitted.outcome is SubmitOutcome.WAIT:
+            return self.announce_coalesced(task, record, group, submitted.other_id, options)
         if submitted.outcome is not SubmitOutcome.LEADER:
-            return task.AsyncResult(task_id)
+            return task.AsyncResult(task_id)  # queued: published, with its lineage, when the group reaches it
         faults.point("after-submit")
         try:
             result = self.publish(record, group, submitted.token, options)
@@ -104,6 +107,38 @@ class Dispatcher:
             # lease, and the reaper may send it again; the owner token fences that copy.
             self.registry.published(group, submitted.token)
         return result
+
+    def _kept_with_lineage(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The options to keep with the record, with the caller's lineage; and those to send with now.
+
+        The caller's parent, root, origin and trace go with the request, which
+        may be published later by another process (lineage.py); a resubmitted
+        request keeps its own.  A request sent now, by its caller, is sent with
+        Celery's own defaults, which are the caller's values.
+        """
+        fresh = lineage.KEY not in options
+        if fresh:
+            lineage.of_caller(self.app, options)
+        kept = keep_options(options)
+        kept[lineage.KEY] = options[lineage.KEY]
+        if fresh:
+            options = {name: value for name, value in options.items() if name != lineage.KEY}
+        return kept, options
+
+    def announce_coalesced(self, task: Any, record: RequestRecord, group: str, onto: str,
+                           options: dict[str, Any]) -> AsyncResult:
+        """A coalesced caller goes through Celery's send path, without a message (``PersistentTask.publish_unsent``).
+
+        It is registered already and will be answered, so a failure here (a
+        task-sent event that cannot be sent) is logged, never raised.
+        """
+        header = {"group": group, "key": record.key, "onto": onto, "stack": record.stack, "coalesced": True}
+        try:
+            return task.publish_unsent(list(record.args or []), record.id, header, options)  # type: ignore[no-any-return]
+        except Exception:
+            logger.warning("could not announce coalesced request %s (it is registered, and will be answered)",
+                           record.id, exc_info=True)
+            return task.AsyncResult(record.id)  # type: ignore[no-any-return]
 
     def withdraw(self, group: str, record: RequestRecord, error: BaseException) -> bool:
         """Take back a hosted request that will not run (its publish failed, a worker refused it).

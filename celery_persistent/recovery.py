@@ -91,7 +91,7 @@ class Reaper:
         finished = self.registry.finish(group, leader.key, token, self.answer.encode_outcome(outcome))
         if finished.stale:
             return
-        self.answer(self.answer.unanswered([leader, *finished.waiters]), outcome)
+        self.answer(self.answer.unanswered([leader, *finished.waiters]), outcome, onto=leader.id)
         self._hand_on(finished.delivery, group, finished.next_request, finished.next_token)
 
     def _reap_deliveries(self) -> int:
@@ -104,7 +104,8 @@ class Reaper:
             self.metrics.incr("recoveries")
             logger.warning("completing the answers of %s in group %s: their process died", member, delivery.group)
             own = [delivery.own] if delivery.own is not None else []
-            self.answer(self.answer.unanswered([*own, *delivery.waiters]), self._outcome(delivery))
+            self.answer(self.answer.unanswered([*own, *delivery.waiters]), self._outcome(delivery),
+                        onto=delivery.leader or None)
             self._hand_on(member, delivery.group, delivery.next_request, delivery.next_token)
         return recovered
 

@@ -11,13 +11,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celery import Task
 from celery.result import AsyncResult
 
+from . import lineage, tracing
 from .chaining import BAD_INPUT, check_continuations, sent_by_tracer
 from .dispatch import HEADER
 from .errors import PersistentError
+from .events import Execution, executing
 from .execution import recursion_error
 from .planning import Plan, unpack
 from .registry import unavailable_as_typed
 from .safety import choose_serializer
+from .unsent import MARK, UnsentProducer
 
 if TYPE_CHECKING:
     from .plugin import Persistent
@@ -73,9 +76,34 @@ class PersistentTask(Task):
                                                       self.app.conf.accept_content)
         headers = dict(options.pop("headers", None) or {})
         headers[HEADER] = header
-        return super().apply_async(args, None, task_id=task_id, headers=headers, **options)
+        # A request published later (queued, recovered) keeps its caller's origin and trace (lineage.py).
+        with lineage.applied(self.app, task_id, options, headers):
+            return super().apply_async(args, None, task_id=task_id, headers=headers, **options)
+
+    def publish_unsent(self, args: list[Any], task_id: str, header: dict[str, Any],
+                       options: dict[str, Any]) -> AsyncResult:
+        """A coalesced caller: Celery's send path, signals and task-sent event included, without the message.
+
+        See unsent.py.  The instrumentation's producer span gets
+        ``celery_persistent.coalesced_onto``: the request whose execution answers it.
+        """
+        options = dict(options)
+        options.pop(lineage.KEY, None)  # sent now, from the caller itself
+        header = {**header, MARK: True}
+        marks = {"coalesced": True, "coalesced_onto": header.get("onto"), "group": header.get("group")}
+        with self.app.producer_or_acquire(options.pop("producer", None)) as producer:
+            options["producer"] = UnsentProducer(producer, on_skip=lambda _headers: tracing.annotate(marks))
+            return self.publish(args, task_id, header, options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly or request.is_eager:
+            return self._call(*args, **kwargs)
+        # Answers given during this execution are this worker's, onto this request (events.py).
+        with executing(Execution.of(request)):
+            return self._call(*args, **kwargs)
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
         header = None if request.called_directly else (request.headers or {}).get(HEADER)
         if header is None and not request.called_directly:

@@ -161,9 +161,9 @@ class Runner:
         faults.point("after-finish-hosted")
         if new_ref:
             self.cache.put(h, outcome, new_ref, size)
-        self.answer(finished.waiters, outcome)
+        self.answer(finished.waiters, outcome, onto=task_id)
         if own is not None:
-            self.answer([own.waiter()], outcome)
+            self.answer([own.waiter()], outcome, onto=task_id)
             self.settle(finished.delivery)
         elif request is not None:
             request.persistent_delivery = finished.delivery

@@ -1,0 +1,50 @@
+"""Celery's send path for a request that is not sent: a coalesced caller.
+
+A coalesced caller is answered by the execution it joined, so no message is
+published for it, yet its caller sent a task.  It goes through Celery's
+``Task.apply_async`` as any task does, so ``before_task_publish`` and
+``after_task_publish`` fire with the arguments Celery passes (and
+opentelemetry-instrumentation-celery makes its producer span from them), the
+``task-sent`` event goes out when ``task_send_sent_event`` is on, and the
+result joins its parent task's trail.  Only the task message itself is
+dropped, by the producer below (see ``celery.app.amqp`` ``send_task_message``:
+it publishes the message between the two signals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .dispatch import HEADER
+
+MARK = "unsent"
+"""Key of the plugin's header that marks a message never to be published."""
+
+
+def is_unsent(headers: Mapping[str, Any] | None) -> bool:
+    header = (headers or {}).get(HEADER)
+    return isinstance(header, Mapping) and bool(header.get(MARK))
+
+
+class UnsentProducer:
+    """A kombu Producer that publishes everything (events) except task messages marked unsent.
+
+    ``on_skip`` runs where the message would have been published: between
+    the publish signals, while the instrumentation's producer span is current.
+    """
+
+    def __init__(self, producer: Any, on_skip: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._producer = producer
+        self._on_skip = on_skip
+
+    def publish(self, body: Any, **kwargs: Any) -> Any:
+        headers = kwargs.get("headers")
+        if is_unsent(headers):
+            if self._on_skip is not None:
+                self._on_skip(dict(headers or {}))
+            return None
+        return self._producer.publish(body, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)

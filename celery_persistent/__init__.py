@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .device import Device
 from .errors import (
+    BrokerUnavailable,
     ConfigurationError,
     InfiniteRecursionError,
     InvalidMessage,
@@ -49,6 +50,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BrokerUnavailable",
     "ConfigurationError",
     "Device",
     "InfiniteRecursion",

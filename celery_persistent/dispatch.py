@@ -17,10 +17,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from . import faults, lineage
 from .answers import Answerer
-from .errors import PersistentError, RegistryUnavailable
+from .errors import BrokerUnavailable, PersistentError, RegistryUnavailable
 from .execution import recursion_error
 from .planning import Plan
 from .protocol import Finished, SubmitOutcome, Submitted, WithdrawStatus
@@ -59,7 +60,18 @@ class Dispatcher:
         options: dict[str, Any],
         flags: str = "",
     ) -> AsyncResult:
-        """Register a request as it is sent; publish it only if it leads or is hosted."""
+        """Register a request as it is sent; publish it only if it leads or is hosted.
+
+        A broker that cannot take the message raises ``BrokerUnavailable``,
+        once whatever was registered for it has been taken back.
+        """
+        try:
+            return self._submit_request(task, plan, args, task_id, options, flags)
+        except OperationalError as exc:
+            raise BrokerUnavailable(f"the broker could not take the request: {exc}") from exc
+
+    def _submit_request(self, task: Any, plan: Plan, args: list[Any], task_id: str | None,
+                        options: dict[str, Any], flags: str) -> AsyncResult:
         task_id = task_id or str(uuid.uuid4())
         options.setdefault("shadow", plan.shadow)
         if plan.group is None:

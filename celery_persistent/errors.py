@@ -116,6 +116,15 @@ class RegistryUnavailable(PersistentError):
     """
 
 
+class BrokerUnavailable(PersistentError):
+    """The broker could not take the request's message: nothing stays registered and nothing runs.
+
+    Raised to callers instead of kombu's ``OperationalError`` (RabbitMQ or a
+    Redis broker down), so that code catching ``PersistentError`` sees it;
+    safe to retry once the broker is back.
+    """
+
+
 class RequestLost(PersistentError):
     """An accepted request's message left its group queue without being run (a ``purge``, most likely).
 

@@ -6,7 +6,7 @@ import pytest
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from celery_persistent import Persistent
+from celery_persistent import BrokerUnavailable, Persistent
 from tests.apps import devices
 from tests.apps.devices import ekey
 from tests.e2e.support import LEASE_TTL, hosted
@@ -35,8 +35,9 @@ def test_a_failed_send_to_a_hosted_group_is_withdrawn(redis_app, redis_cluster, 
     # Adopted first: a request accepted before adoption is run from its record, whatever its send did.
     wait_until(lambda: (hosted(p, handle.group) or {}).get("state") == "active", message="adoption")
     for n in range(3):
-        with pytest.raises(OperationalError):
+        with pytest.raises(BrokerUnavailable) as raised:
             dead.resolve.delay(msg1, {"path": "add", "by": 1, "n": n})
+        assert isinstance(raised.value.__cause__, OperationalError)  # typed, with kombu's error as its cause
     assert p.registry.accepted(handle.group) == [], "a request whose send raised stays accepted"
     # The group goes on, and only the requests that were sent change its state.
     assert p.resolve.delay(msg1, {"path": "add", "by": 1, "n": 9}).get(timeout=BOUND)["count"] == 1
@@ -47,7 +48,7 @@ def test_a_failed_send_to_a_hosted_group_is_withdrawn(redis_app, redis_cluster, 
 def test_a_failed_send_of_a_leader_leaves_its_group_free(app, persistent, solo_worker, uid) -> None:
     msg1 = {"device": "serial", "id": uid}
     dead = unreachable_client(app)
-    with pytest.raises(OperationalError):
+    with pytest.raises(BrokerUnavailable, match="the broker could not take the request"):
         dead.resolve.delay(msg1, {"path": "run", "n": 0})
     assert persistent.registry.owner(f"serial-{uid}") == {}
     # An identical request sent through a live broker leads: it is not coalesced onto a ghost.

@@ -38,9 +38,7 @@ _ALL = [
     Scenario("redis-restart-aof", "Redis restart, AOF on",
              "The chaos Redis (registry, result backend, broker; `--appendonly yes`) gets SIGTERM under load "
              "(ordinary and rolling groups), stays down 1 s and starts again on the same port and data dir.",
-             # Not in the CI smoke until a checkpoint written during an outage is retried
-             # (docs/reliability.md, "What the misses mean"): it misses its target in 4 runs of 5.
-             redis_restart, appendonly=True, smoke=False),
+             redis_restart, appendonly=True, smoke=True),
     Scenario("redis-restart-volatile", "Redis restart, no persistence",
              "As redis-restart-aof, but with `--save \"\" --appendonly no`: the restart loses every key "
              "(queued messages, registrations, results, checkpoints) by design. What matters is whether "

@@ -16,9 +16,10 @@ from celery import Celery
 from celery_persistent import Device, Persistent
 
 app = Celery("example_app")
-# configs.redis by default; CELERY_CONFIG_MODULE=configs.rabbitmq or
-# configs.production to switch (see configs/).
-app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "configs.redis"))
+# celery_persistent.configs.redis by default; CELERY_CONFIG_MODULE=
+# celery_persistent.configs.rabbitmq or ...production to switch (the older
+# names configs.redis, configs.rabbitmq, configs.production still work).
+app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celery_persistent.configs.redis"))
 persistent = Persistent(app)
 
 

@@ -36,13 +36,17 @@ from tests.support import ROOT
 from tests.wheel import build
 
 COMPOSE = ROOT / "docker" / "compose.yaml"
+COMPOSE_RABBITMQ = ROOT / "docker" / "compose.rabbitmq.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
+CONSTRAINTS = ROOT / "docker" / "constraints.txt"
+DOCKERIGNORE = ROOT / ".dockerignore"
 PACKAGE = ROOT / "celery_persistent"
 CONFIGS = sorted(p.stem for p in (PACKAGE / "configs").glob("*.py") if p.stem != "__init__")
 # The shipped modules, and their older names at the repository root (docker/ uses them).
 CONFIG_MODULES = [f"celery_persistent.configs.{name}" for name in CONFIGS] + [f"configs.{name}" for name in CONFIGS]
-APP_SERVICES = {"worker", "persistent-worker", "flower", "demo"}
-EXPECTED_SERVICES = {"redis", "rabbitmq"} | APP_SERVICES
+APP_SERVICES = {"worker", "persistent-worker", "flower", "metrics", "demo"}
+EXPECTED_SERVICES = {"redis"} | APP_SERVICES  # RabbitMQ comes with docker/compose.rabbitmq.yaml
+ON_BROKER = {"worker", "persistent-worker", "flower", "metrics"}  # the demo keeps its own redis:// broker
 
 # -- compose.yaml --------------------------------------------------------------------
 
@@ -96,6 +100,10 @@ def test_compose_services_run_the_expected_commands(compose: dict[str, Any]) -> 
     assert args[args.index("-P") + 1] == "solo"
     assert split_celery(argv(services["flower"]["command"]))[0] == "flower"
     assert argv(services["demo"]["command"]) == ["python", "-m", "celery_persistent.demo"]
+    sub, args = split_celery(argv(services["metrics"]["command"]))
+    assert (sub, args[0]) == ("persistent", "metrics")
+    assert args[args.index("--port") + 1] == "9808" and args[args.index("--address") + 1] == "0.0.0.0"
+    assert any(str(port).endswith(":9808:9808") for port in services["metrics"]["ports"])
 
 
 def test_celery_console_script_is_installed() -> None:
@@ -143,11 +151,14 @@ def test_every_compose_command_resolves(compose: dict[str, Any]) -> None:
             assert used <= plugin_options, f"{name}: {used - plugin_options} not added by celery_persistent"
         if sub == "persistent":
             assert args and args[0] in command.commands, f"{name}: no `celery persistent {args[:1]}`"
+            known = option_names(command.commands[args[0]])
+            unknown = {w for w in args[1:] if w.startswith("-") and w.split("=", 1)[0] not in known}
+            assert not unknown, f"{name}: `celery persistent {args[0]}` has no {unknown}"
 
 
 def test_dockerfile_basics() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"^FROM python:3\.12\.\d+-slim\b", text, re.M)
     assert re.search(r"^ARG PROJ\b", text, re.M)
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
@@ -155,6 +166,172 @@ def test_dockerfile_basics() -> None:
     for source in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", text, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), f"Dockerfile copies {path}, which does not exist"
+
+
+
+@pytest.fixture(scope="module")
+def compose_rabbitmq() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_RABBITMQ.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+PINNED_IMAGE = re.compile(r"^[\w./-]+:\d+\.\d+\.\d+(-[\w.]+)?$")
+"""An image tag with a full version (x.y.z, then a variant): never `latest`, never a floating `7-alpine`."""
+
+
+def shell_words(test: list[str]) -> list[str]:
+    """A healthcheck's command as argv (CMD-SHELL: the shell line, output redirections dropped)."""
+    kind, *rest = test
+    words = shlex.split(rest[0]) if kind == "CMD-SHELL" else list(rest)
+    if ">" in words:
+        words = words[: words.index(">")]
+    return words
+
+
+def test_every_image_is_pinned_to_a_full_version(compose: dict[str, Any],
+                                                 compose_rabbitmq: dict[str, Any]) -> None:
+    images = [service["image"] for data in (compose, compose_rabbitmq)
+              for service in data["services"].values() if "image" in service]
+    assert len(images) >= 3
+    for image in images:
+        assert PINNED_IMAGE.match(image), f"{image} is not pinned to x.y.z"
+    bases = re.findall(r"^FROM (\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.M)
+    assert bases and all(PINNED_IMAGE.match(base) for base in bases), bases
+
+
+def test_the_image_pins_pip_and_every_python_package() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r'pip install "pip==\d+\.\d+(\.\d+)?"', text), "pip itself is not pinned"
+    assert "PIP_CONSTRAINT=/tmp/constraints.txt pip install" in text
+    assert "COPY docker/constraints.txt /tmp/constraints.txt" in text
+    pins = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[\w.]+", version), f"{line}: not an exact pin"
+            pins[canonical(name)] = version
+    assert re.search(r'"flower==' + re.escape(pins["flower"]) + '"', text), "flower is not pinned as constrained"
+    # Everything the image installs is pinned: the closure of the project's runtime requirements
+    # (with the extras it installs) and Flower's, read from the installed distributions.
+    needed = closure(["celery-persistent[fast,msgpack,metrics]", "flower"])
+    assert needed - set(pins) == set(), f"not pinned in {CONSTRAINTS.name}: {needed - set(pins)}"
+    assert {"hatchling", "pluggy", "pathspec", "trove-classifiers"} <= set(pins), "the build backend floats"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def closure(roots: list[str]) -> set[str]:
+    """Names of the distributions ``roots`` need, transitively, as installed here (markers evaluated)."""
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [Requirement(root) for root in roots]
+    while todo:
+        req = todo.pop()
+        name = canonical(req.name)
+        if name in seen and not req.extras:
+            continue
+        seen.add(name)
+        for text in importlib.metadata.requires(req.name) or []:
+            dep = Requirement(text)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": extra}) for extra in req.extras or {""}):
+                todo.append(dep)
+    return seen - {"celery-persistent"}
+
+
+def test_app_services_wait_only_for_redis(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "rabbitmq" not in services, "a Redis-only deployment must not need RabbitMQ"
+    for name in APP_SERVICES:
+        assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}, name
+        assert argv([services[name]["environment"]["CELERY_BROKER_URL"]])[0].startswith("redis://redis:")
+
+
+def test_the_rabbitmq_override_adds_its_broker_and_waits_for_it(compose: dict[str, Any],
+                                                                 compose_rabbitmq: dict[str, Any]) -> None:
+    services = compose_rabbitmq["services"]
+    assert services["rabbitmq"]["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    assert set(services) == {"rabbitmq"} | ON_BROKER
+    for name in ON_BROKER:
+        assert services[name]["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}, name
+        env = {key: argv([value])[0] for key, value in services[name]["environment"].items()}
+        assert env["CELERY_BROKER_URL"].startswith("amqp://")
+        assert importlib.util.find_spec(env["CELERY_CONFIG_MODULE"]) is not None
+    default = argv([compose["x-app"]["environment"]["CELERY_CONFIG_MODULE"]])[0]
+    assert importlib.util.find_spec(default) is not None, default
+
+
+def test_workers_have_a_ping_healthcheck_that_resolves(compose: dict[str, Any]) -> None:
+    from celery.bin.celery import celery as celery_main
+
+    inspect = celery_main.commands["inspect"]
+    for name in ("worker", "persistent-worker"):
+        check = compose["services"][name]["healthcheck"]
+        words = shell_words(check["test"])
+        sub, args = split_celery([w.replace("$$PROJ", "proj") for w in words])
+        assert (sub, args[0]) == ("inspect", "ping"), words
+        assert args[args.index("-d") + 1] == "celery@$$HOSTNAME", "ping this container's worker only"
+        assert {w for w in args if w.startswith("-")} <= option_names(inspect)
+        assert check["retries"] >= 3 and check["interval"] and check["timeout"]
+    # One command for both (tests/e2e/test_docker_services.py runs it against a real worker).
+    tests = {compose["services"][name]["healthcheck"]["test"][1] for name in ("worker", "persistent-worker")}
+    assert len(tests) == 1
+
+
+def test_flower_and_metrics_have_an_http_healthcheck(compose: dict[str, Any]) -> None:
+    from flower.urls import handlers
+
+    paths = {(handler.regex.pattern if hasattr(handler, "regex") else handler[0]).rstrip("$") for handler in handlers}
+    flower = shell_words(compose["services"]["flower"]["healthcheck"]["test"])
+    assert flower[:2] == ["python", "-c"] and "http://127.0.0.1:5555/healthcheck" in flower[2]
+    assert "/healthcheck" in paths
+    metrics = shell_words(compose["services"]["metrics"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:9808/metrics" in metrics[2]
+
+
+def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    volume, _, target = redis["volumes"][0].partition(":")
+    assert target == "/data" and volume in compose["volumes"], "the AOF must outlive the container"
+
+
+def test_flower_requires_basic_auth_and_its_api_keeps_it(compose: dict[str, Any]) -> None:
+    import flower.options
+    from flower.command import ENV_VAR_PREFIX
+
+    env = compose["services"]["flower"]["environment"]
+    assert env["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?"), "no Flower without credentials"
+    assert str(env.get("FLOWER_UNAUTHENTICATED_API", "false")).lower() == "false"
+    assert ENV_VAR_PREFIX == "FLOWER_" and "basic_auth" in flower.options.options  # read from FLOWER_BASIC_AUTH
+    for name in APP_SERVICES - {"flower"}:
+        assert "FLOWER_UNAUTHENTICATED_API" not in compose["services"][name]["environment"]
+
+
+def test_published_ports_listen_on_localhost(compose: dict[str, Any], compose_rabbitmq: dict[str, Any]) -> None:
+    for data in (compose, compose_rabbitmq):
+        for name, service in data["services"].items():
+            for port in service.get("ports", []):
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_dockerignore_sends_only_what_the_image_copies() -> None:
+    lines = [line.strip() for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*", "everything is left out unless named"
+    included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copied = {path.rstrip("/") for source in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$",
+                                                         DOCKERFILE.read_text(encoding="utf-8"), re.M)
+              for path in source.split()}
+    assert copied <= included, f"the Dockerfile copies {copied - included}, which .dockerignore leaves out"
+    assert not included & {".git", ".venv", "tests", "docs", "bench", "chaos", ".ci"}
+    assert "**/__pycache__" in lines
 
 
 # -- the configuration modules -------------------------------------------------------------

@@ -195,6 +195,8 @@ def observed(tmp_path_factory, persistent, rdb, app) -> Iterator[dict[str, Any]]
         for task_id in ids.values():
             wait_until(lambda t=task_id: flower.task(t).get("state") in FINAL, timeout=20, interval=0.2,
                        message=f"flower to show {task_id} finished")
+            wait_until(lambda t=task_id: log.of(t, "task-succeeded") or log.of(t, "task-failed"), timeout=20,
+                       message=f"the event log to hear {task_id} finish")
         spans = Spans(exporter, rdb, key)
         for kind in KINDS:
             wait_until(lambda k=kind: spans.find("CONSUMER", ids[k]), timeout=20, interval=0.2,

@@ -14,6 +14,7 @@ from .device import Device
 from .errors import (
     BrokerUnavailable,
     ConfigurationError,
+    GroupParked,
     InfiniteRecursionError,
     InvalidMessage,
     InvalidOptions,
@@ -53,6 +54,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigurationError",
     "Device",
+    "GroupParked",
     "InfiniteRecursion",
     "InfiniteRecursionError",
     "InvalidMessage",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .checkpoints import check_policy_options
 from .errors import ConfigurationError, InvalidOptions
 
 ERROR_STRATEGIES = ("ignore", "throw")
@@ -28,7 +29,13 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "worker_timeout": DEFAULT_WORKER_TIMEOUT,
     "error_strategy": "ignore",
     "allow_infinite": False,
+    # A rolling group's checkpoints (checkpoints.CheckpointPolicy): every request by default.
+    "checkpoint_every": 1,
+    "checkpoint_interval": 0.0,
 }
+
+DEFAULT_PARKED_TIMEOUT = 300.0
+"""Seconds a request to a parked group (no live persistent worker) waits before it is answered GroupParked."""
 
 
 def _check_option(name: str, value: Any) -> Any:
@@ -44,6 +51,10 @@ def _check_option(name: str, value: Any) -> Any:
         return float(value)
     if name in ("spawn_worker", "static_worker", "allow_infinite") and not isinstance(value, bool):
         raise InvalidOptions(f"{name} must be a bool, not {value!r}", name)
+    if name == "checkpoint_every":
+        return check_policy_options(value, 1.0)[0]
+    if name == "checkpoint_interval":
+        return check_policy_options(1, value)[1]
     return value
 
 
@@ -63,6 +74,7 @@ def resolve_options(call: Mapping[str, Any] | None, conf: Any) -> dict[str, Any]
     for name, default in OPTION_DEFAULTS.items():
         value = call[name] if name in call else conf.get(f"persistent_{name}", default)
         merged[name] = _check_option(name, value)
+    check_policy_options(merged["checkpoint_every"], merged["checkpoint_interval"])
     return merged
 
 
@@ -98,6 +110,7 @@ class Settings:
     send_events: bool = True
     metrics_per_group: bool = False  # a `group` label on Prometheus series: opt-in, its cardinality is unbounded
     metrics_address: str = "127.0.0.1"  # where `celery persistent metrics --port N` listens
+    parked_timeout: float = DEFAULT_PARKED_TIMEOUT  # a request to a parked group waits this long at most
 
     @property
     def beat_interval(self) -> float:
@@ -146,12 +159,18 @@ class Settings:
             send_events=bool(conf.get("persistent_send_events", True)),
             metrics_per_group=bool(conf.get("persistent_metrics_per_group", False)),
             metrics_address=str(conf.get("persistent_metrics_address", "127.0.0.1")),
+            parked_timeout=parked_timeout(conf),
         )
         for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl", "inline_bytes", "cache_bytes",
-                     "store_cache_bytes"):
+                     "store_cache_bytes", "parked_timeout"):
             if not getattr(settings, name) > 0:
                 raise ConfigurationError(f"persistent_{name} must be positive")
         return settings
+
+
+def parked_timeout(conf: Any) -> float:
+    """``persistent_parked_timeout``, read at each call (like ``placement_timeout``)."""
+    return float(conf.get("persistent_parked_timeout", DEFAULT_PARKED_TIMEOUT))
 
 
 def _optional_float(value: Any) -> float | None:

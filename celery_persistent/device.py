@@ -15,7 +15,7 @@ from .errors import InvalidMessage, UnknownDevice, UnknownKey
 
 Msg = Mapping[str, Any]
 
-HOOKS = frozenset({"grouper", "await_inprogress", "on_idle", "worker", "name"})
+HOOKS = frozenset({"grouper", "await_inprogress", "on_idle", "worker", "name", "reply", "deterministic"})
 
 
 class Device:
@@ -24,6 +24,10 @@ class Device:
     name: str = ""
     #: Forces ``await_inprogress`` for this device (None: take it from opts).
     await_inprogress: bool | str | None = None
+    #: Whether running a key again on the same Msg1 and Msg2 gives the same Msg3.  A rolling
+    #: group journals requests between checkpoints and replays them after a crash, which
+    #: needs this; a device that sets it False gets a checkpoint after every request.
+    deterministic: bool = True
 
     def grouper(self, msg1: Msg, msg2: Msg | None, opts: Mapping[str, Any]) -> str | None:
         """Return the group name of a request, or None to use the default.
@@ -43,6 +47,15 @@ class Device:
         is Msg3.
         """
         return run()
+
+    def reply(self, msg1: Msg, msg2: Msg, msg3: Msg, opts: Mapping[str, Any]) -> Any:
+        """What the callers of a rolling persistent worker get: Msg3 by default.
+
+        Msg3 still becomes the group's state.  A device with a large state
+        returns a small answer here (what the request changed, a status),
+        so that the state is neither stored nor sent with every answer.
+        """
+        return msg3
 
 
 def has_own_grouper(device: Device) -> bool:

@@ -133,6 +133,23 @@ class RequestLost(PersistentError):
     """
 
 
+class GroupParked(PersistentError):
+    """A request to a parked rolling group waited ``persistent_parked_timeout`` seconds and did not run.
+
+    A rolling group whose last persistent worker stopped, drained or died
+    keeps its state in Redis ("parked") and takes requests; the next
+    persistent worker that starts runs them.  A request that waits longer
+    than the bound gets this error instead, and will not run.
+    """
+
+    def __init__(self, message: str, group: str = "") -> None:
+        super().__init__(message, group)
+
+    @property
+    def group(self) -> str:
+        return str(self.args[1])
+
+
 class Released(LeaderDied):
     """An operator released the group (``celery persistent release``) while this request held it or waited on it.
 

@@ -18,10 +18,9 @@ from .keys import KeySpace
 from .records import RequestRecord
 from .registry import Registry
 
-PARKED_INDEX: Callable[[KeySpace], str] | None = None
+PARKED_INDEX: Callable[[KeySpace], str] | None = KeySpace.parked
 """The registry key listing parked groups: rolling groups kept with their checkpoint while no
-persistent worker runs them (issue 10).  No such key exists yet, so ``parked`` lists none; once
-it does, this is the one line to fill in (e.g. ``PARKED_INDEX = KeySpace.parked``, a ZSET)."""
+persistent worker runs them (a ZSET, by when they were parked; see park.lua)."""
 
 ROW_FIELDS = ("mode", "state", "task_id", "key", "host", "running")
 

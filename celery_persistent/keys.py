@@ -92,6 +92,25 @@ class KeySpace:
         """STRING: a stored message, content addressed."""
         return f"{self.prefix}:store:{digest}"
 
+    def checkpoint(self, group: str, writer: str) -> str:
+        """HASH: one checkpoint of a rolling group: ``state`` (the message, JSON) and its holders.
+
+        ``writer`` names the step that wrote it (a hash of the request's task
+        id, as in its delivery).  Holders: ``current`` while it is its group's
+        state, ``delivery`` while a delivery answers from it.  Never shared with
+        another group or a caller's ``ref``: the script that takes the last
+        holder away deletes it.
+        """
+        return f"{self.prefix}:{{{group}}}:ckpt:{writer}"
+
+    def journal(self, group: str) -> str:
+        """LIST: records of the requests applied since the group's checkpoint, in order (replayed on adoption)."""
+        return f"{self.prefix}:{{{group}}}:journal"
+
+    def parked(self) -> str:
+        """ZSET: rolling groups kept with their checkpoint while no persistent worker runs them -> when parked (ms)."""
+        return f"{self.prefix}:parked"
+
     def revoked(self) -> str:
         """ZSET: task ids workers were told to revoke -> when (s); answers skip them."""
         return f"{self.prefix}:revoked"

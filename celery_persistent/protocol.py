@@ -63,13 +63,14 @@ class Placement:
     device: str
     size: int
     error_strategy: str = "ignore"
+    policy: str = ""  # a rolling group's checkpoint policy (checkpoints.CheckpointPolicy.encode)
 
     @classmethod
     def from_owner(cls, group: str, host: str, owner: Mapping[str, str]) -> Placement:
         """The same group, as its owner hash describes it, on another host."""
         return cls(group, host, owner.get("queue", ""), owner.get("ref", ""), owner.get("static") == "1",
                    float(owner.get("timeout") or 0), owner.get("device", ""), int(owner.get("bytes") or 0),
-                   owner.get("errors") or "ignore")
+                   owner.get("errors") or "ignore", owner.get("ckpt", ""))
 
 
 class PlaceStatus(str, Enum):
@@ -94,6 +95,7 @@ class Adopted:
     token: str
     where: Placement
     unfinished: list[RequestRecord]
+    journaled: int = 0  # requests applied since the group's checkpoint (replayed when its state loads)
 
 
 @dataclass
@@ -166,6 +168,19 @@ class WithdrawStatus(str, Enum):
 class Withdrawn:
     status: WithdrawStatus
     waiters: list[RequestRecord] = field(default_factory=list)
+
+
+class CheckpointStatus(str, Enum):
+    """What ``checkpoint.lua`` did with a state a host wrote between requests."""
+
+    OK = "ok"  # it is the group's state now; the journal it covers is dropped
+    STALE = "stale"  # another owner holds the group
+    CHANGED = "changed"  # the group's state is not the one the host wrote it from: nothing written
+
+
+class ParkStatus(str, Enum):
+    PARKED = "parked"  # kept with its state and requests, for the next persistent worker
+    STALE = "stale"  # another owner holds the group
 
 
 class RenameStatus(str, Enum):

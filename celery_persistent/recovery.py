@@ -9,7 +9,8 @@ depend on any one process surviving.  An expired lease means:
   outcome, and its waiters get the same;
 - a leader that died while running: its waiters get the outcome it stored
   before dying, or ``LeaderDied``, and the group is handed on;
-- a dead persistent worker's group: placement finds it another worker.
+- a dead persistent worker's group: placement finds it another worker (a
+  rolling group with none is parked, with its state and requests).
 
 A delivery past its deadline (see ``finish.lua``) means the process died
 after the execution's outcome was recorded but before every caller had it:
@@ -53,7 +54,10 @@ class Reaper:
         anything is taken from them (expire.lua).
         """
         self.registry.pulse(self.gap_ms)
-        return self._reap_leases() + self._reap_deliveries()
+        recovered = self._reap_leases() + self._reap_deliveries()
+        # Requests that waited too long on a parked group (no persistent worker): GroupParked.
+        self.placer.expire_parked()
+        return recovered
 
     def _reap_leases(self) -> int:
         recovered = 0

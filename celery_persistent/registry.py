@@ -24,12 +24,14 @@ from .inbox import place as place_command
 from .keys import KeySpace
 from .protocol import (
     Adopted,
+    CheckpointStatus,
     Delivery,
     Expired,
     ExpiredKind,
     Finished,
     HostedGroup,
     HostedStart,
+    ParkStatus,
     Placed,
     Placement,
     PlaceStatus,
@@ -44,6 +46,7 @@ from .protocol import (
     WithdrawStatus,
 )
 from .records import RequestRecord
+from .store import checkpoint_of, stored_key, writer_key
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ class Registry:
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
-        "published", "reserve", "pulse", "withdraw", "release",
+        "published", "reserve", "pulse", "withdraw", "release", "checkpoint", "park",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -263,7 +266,7 @@ class Registry:
         return Expired(kind, fresh, request)
 
     OWNER_FIELDS = ("mode", "token", "host", "queue", "ref", "static", "timeout", "state", "device",
-                    "last", "bytes", "executions", "task_id", "key", "target", "errors")
+                    "last", "bytes", "executions", "task_id", "key", "target", "errors", "ckpt", "parked")
 
     def owner(self, group: str) -> dict[str, str]:
         """The owner hash without its (possibly large) stored request."""
@@ -274,17 +277,21 @@ class Registry:
 
     # -- hosted groups (persistent workers) ----------------------------------
 
-    def place(self, where: Placement, expect: str = "") -> Placed:
-        """Give a group to a worker (or, with ``expect``, move it from that owner token)."""
+    def place(self, where: Placement, expect: str = "", initial: str = "") -> Placed:
+        """Give a group to a worker (or, with ``expect``, move it from that owner token).
+
+        ``initial``: a new rolling group's state, encoded, written as its first
+        checkpoint (``where.ref``) only if the group is placed.
+        """
         token = new_token()
         g = where.group
         reply = self._scripts["place"](
             keys=[self.keys.owner(g), self.keys.leases(), self.keys.hosts(), self.keys.inbox(where.host),
                   self.keys.pending(g), self.keys.hosted_ids(g), self.keys.hosted_records(g),
-                  self.keys.worker(where.host)],
+                  self.keys.worker(where.host), self.keys.parked(), self._state_key(where.ref, g)],
             args=[g, token, where.host, where.queue, where.ref, "1" if where.static else "0", where.timeout,
                   self.lease_ms, expect, where.device, where.size, where.error_strategy,
-                  place_command(g).encode()],
+                  place_command(g).encode(), initial, where.policy],
         )
         status, rest = PlaceStatus(_text(reply[0])), [_text(x) for x in reply[1:]]
         if status is PlaceStatus.EXISTS:
@@ -295,31 +302,42 @@ class Registry:
 
     def adopt(self, group: str, host: str) -> Adopted | None:
         keys = [self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group),
-                self.keys.hosted_records(group)]
+                self.keys.hosted_records(group), self.keys.journal(group)]
         reply = self._scripts["adopt"](keys=keys, args=[group, host, self.lease_ms])
         if _text(reply[0]) != "ok":
             return None
-        token, queue, ref, static, timeout, device, size, errors = (_text(x) for x in reply[1:9])
+        token, queue, ref, static, timeout, device, size, errors, policy = (_text(x) for x in reply[1:10])
         owner = {"queue": queue, "ref": ref, "static": static, "timeout": timeout, "device": device,
-                 "bytes": size, "errors": errors}
-        return Adopted(token, Placement.from_owner(group, host, owner), [RequestRecord.loads(r) for r in reply[9:]])
+                 "bytes": size, "errors": errors, "ckpt": policy}
+        return Adopted(token, Placement.from_owner(group, host, owner),
+                       [RequestRecord.loads(r) for r in reply[11:]], journaled=int(reply[10]))
 
     def start_hosted(self, group: str, token: str, task_id: str) -> HostedStart:
         keys = [self.keys.owner(group), self.keys.hosted_records(group)]
         return HostedStart(int(self._scripts["start_hosted"](keys=keys, args=[token, task_id])))
 
     def finish_hosted(self, group: str, token: str, key: str, task_id: str, outcome: str,
-                      new_ref: str = "", size: int = 0) -> Finished:
+                      new_ref: str = "", size: int = 0, state: str = "", replaces: str = "",
+                      journal: bool = False, journal_of: str = "") -> Finished:
         """Finish a hosted request: its waiters, and a delivery of its outcome (``outcome`` encoded,
         or "" when it is the new checkpoint ``new_ref``).  ``stale``: another host owns the group;
-        ``gone``: the request was finished or withdrawn already."""
+        ``gone``: the request was finished or withdrawn already.
+
+        A rolling group's new state is either a checkpoint (``state``, encoded, under
+        ``new_ref``; the group's previous state ``replaces`` loses its holder) or, with
+        ``journal``, the request's record appended to the group's journal (``journal_of``:
+        the group's current name, for a request that ran under an old one).
+        """
         member = delivery_member(group, task_id)
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.waiters(group, key),
                 self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.metrics(),
                 self.keys.delivery(group, task_id), self.keys.delivery_waiters(group, task_id),
-                self.keys.deliveries()]
+                self.keys.deliveries(), self._state_key(new_ref, group), self._state_key(replaces, group),
+                self.keys.journal(journal_of or group)]
+        mode = "c" if state else "j" if journal else ""
+        old = replaces if checkpoint_of(replaces) else ""
         reply = self._scripts["finish_hosted"](
-            keys=keys, args=[token, key, task_id, new_ref, size, outcome, self.lease_ms, member])
+            keys=keys, args=[token, key, task_id, new_ref, size, outcome, self.lease_ms, member, mode, state, old])
         status = _text(reply[0])
         if status != "done":
             return Finished(stale=status == "stale", gone=status == "gone")
@@ -330,7 +348,7 @@ class Registry:
         group, token = parse_member(member)
         self._scripts["deliver"](
             keys=[self.keys.delivery(group, token), self.keys.delivery_waiters(group, token),
-                  self.keys.deliveries()],
+                  self.keys.deliveries(), self.keys.checkpoint(group, writer_key(token))],
             args=[member, "done"])
 
     def due_deliveries(self, limit: int = 100) -> list[str]:
@@ -362,10 +380,17 @@ class Registry:
         reply = self._scripts["withdraw"](keys=keys, args=[task_id, key])
         return Withdrawn(WithdrawStatus(_text(reply[0])), [RequestRecord.loads(w) for w in reply[1:]])
 
-    def unhost(self, group: str, token: str, force: bool = False) -> Unhosted:
+    def unhost(self, group: str, token: str, force: bool = False, drop: str = "") -> Unhosted:
+        """Unregister a hosted group (its journal and parked entry go with it).
+
+        ``drop``: the group's current state, deleted with it if it is a
+        checkpoint (a rolling group that ended: nothing needs it any more).
+        """
+        drop = drop if checkpoint_of(drop) else ""
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.leases(), self.keys.hosts(),
-                self.keys.hosted_ids(group), self.keys.hosted_records(group)]
-        reply = self._scripts["unhost"](keys=keys, args=[group, token, "1" if force else ""])
+                self.keys.hosted_ids(group), self.keys.hosted_records(group), self._state_key(drop, group),
+                self.keys.journal(group), self.keys.parked()]
+        reply = self._scripts["unhost"](keys=keys, args=[group, token, "1" if force else "", drop])
         return Unhosted(UnhostStatus(_text(reply[0])), [RequestRecord.loads(r) for r in reply[1:]])
 
     def rename(self, old: str, new: str, token: str, new_queue: str) -> tuple[RenameStatus, str]:
@@ -374,6 +399,49 @@ class Registry:
         reply = self._scripts["rename"](keys=keys, args=[old, new, token, fresh, new_queue,
                                                          self.lease_ms])
         return RenameStatus(_text(reply[0])), fresh
+
+    def _state_key(self, storage_id: str, group: str) -> str:
+        """The key of a checkpoint (for a script's KEYS); the group's journal when ``storage_id`` is not one
+        (a placeholder the script does not write)."""
+        return stored_key(self.keys, storage_id) if checkpoint_of(storage_id) else self.keys.journal(group)
+
+    def checkpoint(self, group: str, token: str, storage_id: str, size: int, state: str, replaces: str,
+                   covered: int) -> CheckpointStatus:
+        """Make ``state`` (encoded, under ``storage_id``) the group's checkpoint, from the state ``replaces``
+        plus the first ``covered`` requests of its journal (see checkpoint.lua)."""
+        keys = [self.keys.owner(group), stored_key(self.keys, storage_id), self._state_key(replaces, group),
+                self.keys.journal(group)]
+        reply = self._scripts["checkpoint"](
+            keys=keys, args=[token, storage_id, size, state, replaces, "1" if checkpoint_of(replaces) else "",
+                             covered])
+        return CheckpointStatus(_text(reply[0]))
+
+    def journal(self, group: str) -> list[RequestRecord]:
+        """The requests a rolling group applied since its checkpoint, in order (reads only)."""
+        return [RequestRecord.loads(r) for r in self.client.lrange(self.keys.journal(group), 0, -1)]
+
+    def park(self, group: str, token: str) -> ParkStatus:
+        """Keep a rolling group with its state and requests while no persistent worker can take it."""
+        keys = [self.keys.owner(group), self.keys.leases(), self.keys.hosts(), self.keys.parked()]
+        reply = self._scripts["park"](keys=keys, args=[group, token, new_token()])
+        return ParkStatus(_text(reply[0]))
+
+    def parked(self, limit: int = 100) -> list[str]:
+        """Parked groups, longest parked first (reads only)."""
+        return [_text(g) for g in self.client.zrange(self.keys.parked(), 0, limit - 1)]
+
+    def forget_parked(self, group: str) -> None:
+        """Drop a parked entry whose group is gone (an operator released it); checked in one transaction."""
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.keys.owner(group))
+                if pipe.exists(self.keys.owner(group)):
+                    return
+                pipe.multi()
+                pipe.zrem(self.keys.parked(), group)
+                pipe.execute()
+            except redis.WatchError:
+                return  # the group came back meanwhile: it is not gone
 
     def take(self, group: str) -> list[RequestRecord]:
         """Remove and return a group's waiting requests (not the running one), in order."""

@@ -5,6 +5,11 @@ canonical encoding and returns a ``Ref``: a small mapping that is accepted
 wherever a message is.  A Ref made in this process also keeps the message
 itself, so neither hashing nor a fetch is repeated; a Ref that arrives from
 elsewhere is loaded from Redis once and kept in a small local cache.
+
+A rolling group's checkpoints are stored apart (``checkpoint_id``): under a
+key of their own group, never shared, deleted by the script that takes their
+last holder away (see keys.KeySpace.checkpoint).  A Ref names them like any
+stored message, so every process loads them the same way.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class Ref(dict):  # type: ignore[type-arg]
     @property
     def digest(self) -> str:
         """The digest of the message without ``priv``."""
-        return self.storage_id.split("-", 1)[0]
+        return self.storage_id[:32]
 
     @property
     def size(self) -> int:
@@ -56,7 +61,44 @@ def is_ref(obj: Any) -> bool:
     return isinstance(obj, Mapping) and REF_KEY in obj
 
 
-REF_ID = re.compile(r"[0-9a-f]{32}(-[0-9a-f]{32})?")
+CONTENT_ID = r"[0-9a-f]{32}(?:-[0-9a-f]{32})?"
+CHECKPOINT_ID = re.compile(rf"({CONTENT_ID})~([A-Za-z0-9][A-Za-z0-9_.\-]{{0,95}})~([0-9a-f]{{16}})")
+REF_ID = re.compile(rf"{CONTENT_ID}(?:~[A-Za-z0-9][A-Za-z0-9_.\-]{{0,95}}~[0-9a-f]{{16}})?")
+
+
+def writer_key(writer: str) -> str:
+    """The short name of the step that wrote a checkpoint (a request's task id, which may be any text)."""
+    return digest_of(writer.encode("utf-8", "surrogatepass"))[:16]
+
+
+def checkpoint_id(content: str, group: str, writer: str) -> str:
+    """The storage id of a checkpoint: ``<content id>~<group>~<writer key>``.
+
+    The content id keeps ``Ref.digest`` (grouping) working; the group and the
+    writer make the entry the group's own, and name its key (``checkpoint_key``).
+    """
+    return f"{content}~{group}~{writer_key(writer)}"
+
+
+def checkpoint_of(storage_id: str) -> tuple[str, str] | None:
+    """(group, writer key) of a checkpoint id; None for a content-addressed id."""
+    found = CHECKPOINT_ID.fullmatch(storage_id)
+    return (found.group(2), found.group(3)) if found else None
+
+
+def stored_key(keys: KeySpace, storage_id: str) -> str:
+    """The Redis key holding a stored message: its checkpoint HASH, or its content-addressed STRING."""
+    checkpoint = checkpoint_of(storage_id)
+    return keys.checkpoint(*checkpoint) if checkpoint else keys.store(storage_id)
+
+
+def content_id(msg: Any, encoded: bytes) -> tuple[str, int]:
+    """(storage id, size) of a message from its canonical encoding without ``priv``."""
+    storage_id, size = digest_of(encoded), len(encoded)
+    if PRIVATE_KEY in msg:
+        private = encode(msg[PRIVATE_KEY], f"message.{PRIVATE_KEY}")
+        storage_id, size = f"{storage_id}-{digest_of(private)}", size + len(private)
+    return storage_id, size
 
 
 def as_ref(obj: Mapping[str, Any]) -> Ref:
@@ -90,11 +132,12 @@ class MessageStore:
         if digest is None:
             if encoded is None:
                 encoded = validate(msg, "message", self._max_bytes)
-            digest, size = digest_of(encoded), len(encoded)
-        storage_id = digest
-        if PRIVATE_KEY in msg:
-            private = encode(msg[PRIVATE_KEY], f"message.{PRIVATE_KEY}")
-            storage_id, size = f"{digest}-{digest_of(private)}", size + len(private)
+            storage_id, size = content_id(msg, encoded)
+        else:
+            storage_id = digest
+            if PRIVATE_KEY in msg:
+                private = encode(msg[PRIVATE_KEY], f"message.{PRIVATE_KEY}")
+                storage_id, size = f"{digest}-{digest_of(private)}", size + len(private)
         ref = Ref({REF_KEY: storage_id, "device": msg.get("device"), "bytes": size})
         ref.value = msg
         key = self._keys.store(storage_id)
@@ -121,7 +164,8 @@ class MessageStore:
             if hit is not None:
                 self._cache.move_to_end(ref.storage_id)
                 return hit[0]
-        raw = self._client.get(self._keys.store(ref.storage_id))
+        key = stored_key(self._keys, ref.storage_id)
+        raw = self._client.hget(key, "state") if checkpoint_of(ref.storage_id) else self._client.get(key)
         if raw is None:
             raise StateLost(f"stored message {ref.storage_id} is gone (expired or never stored)", "", "")
         msg = json.loads(raw)
@@ -130,7 +174,8 @@ class MessageStore:
         return msg  # type: ignore[no-any-return]
 
     def touch(self, digests: list[str]) -> None:
-        """Renew the TTL of messages still in use (hosted Msg1s, checkpoints)."""
+        """Renew the TTL of messages still in use (hosted Msg1s); checkpoints have no TTL (their holders keep them)."""
+        digests = [d for d in digests if not checkpoint_of(d)]
         if not digests:
             return
         ttl_ms = int(self._ttl * 1000)

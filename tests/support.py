@@ -78,3 +78,19 @@ class Cluster:
         # the next test never places a group on it.
         wait_until(lambda: not names & {w["hostname"] for w in self.persistent.workers()},
                    timeout=30, message="stopped workers to leave the registry")
+        self.discard_groups(names)
+
+    def discard_groups(self, hosts: set[str]) -> None:
+        """End the groups these workers left: parked ones (a rolling group whose last worker stopped is
+        parked, not reset) and those of killed workers, so that the next test's workers never take them up."""
+        registry = self.persistent.registry
+        names = {_text(g) for key in (registry.keys.parked(), registry.keys.hosts())
+                 for g in registry.client.zrange(key, 0, -1)}
+        for group in names:
+            owner = registry.owner(group)
+            if owner.get("state") == "parked" or owner.get("host") in hosts:
+                registry.unhost(group, owner.get("token", ""), force=True, drop=owner.get("ref", ""))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -9,6 +9,7 @@ it.  The parts, one job each:
   hand-off and warm shutdown;
 - ``runner``: one request at a time against the cached Msg1, rolling state;
 - ``cache``: the Msg1s in memory, bounded in bytes;
+- ``state``: a rolling group's state in Redis (checkpoint and journal): load, replay, flush;
 - ``consumer``: the Celery consumer's group queues and event loop.
 """
 
@@ -29,20 +30,23 @@ from .consumer import GroupQueues
 from .hosted import Hosted, HostedTable
 from .lifecycle import Host
 from .runner import Runner
+from .state import GroupState
 
-__all__ = ["GroupQueues", "Host", "Hosted", "HostedTable", "Msg1Cache", "Runner", "build_host"]
+__all__ = ["GroupQueues", "GroupState", "Host", "Hosted", "HostedTable", "Msg1Cache", "Runner", "build_host"]
 
 
 def build_host(app: Celery, hostname: str, runtime: Runtime, planner: Planner, placer: Placer,
                devices: DeviceRegistry, answer: Answerer, dispatcher: Dispatcher, cache_bytes: int,
                default_timeout: float, reserved_groups: Callable[[], set[str]] = set) -> Host:
     """Wire a Host from the process's runtime."""
+    settings = runtime.settings
     table = HostedTable()
-    cache = Msg1Cache(table, runtime.store, runtime.metrics, cache_bytes)
+    state = GroupState(runtime.registry, runtime.store, planner, settings.max_message_bytes)
+    cache = Msg1Cache(table, runtime.store, runtime.metrics, cache_bytes, load=state.load)
     queues = GroupQueues(app)
     host = Host(answer.events, hostname, runtime.registry, runtime.store, placer, devices, runtime.metrics,
-                table, cache, queues, default_timeout, dispatcher, reserved_groups)
+                table, cache, queues, default_timeout, dispatcher, reserved_groups, state=state)
     host.attach(Runner(answer, runtime.registry, runtime.store, planner, table, cache, queues,
-                       runtime.settings.queue_prefix, runtime.settings.max_message_bytes, host.restart, host.let_go,
-                       dispatcher.settle, runtime.metrics))
+                       settings.queue_prefix, settings.max_message_bytes, host.restart, host.let_go,
+                       dispatcher.settle, runtime.metrics, inline_bytes=settings.inline_bytes))
     return host

@@ -2,14 +2,14 @@
 
 A persistent worker exists to keep Msg1 in memory; with many groups the sum
 is bounded, and the least recently used Msg1s are dropped first and loaded
-again from the store when their group runs.  The Msg1 in use is never
-dropped.
+again when their group runs (a rolling group's checkpoint with its journal
+replayed: ``GroupState.load``).  The Msg1 in use is never dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..metrics import Metrics
@@ -20,22 +20,27 @@ logger = logging.getLogger(__name__)
 
 
 class Msg1Cache:
-    def __init__(self, table: HostedTable, store: MessageStore, metrics: Metrics, max_bytes: int) -> None:
+    def __init__(self, table: HostedTable, store: MessageStore, metrics: Metrics, max_bytes: int,
+                 load: Callable[[Hosted], Mapping[str, Any]] | None = None) -> None:
         self.table = table
         self.store = store
         self.metrics = metrics
         self.max_bytes = max_bytes
+        self.load = load or self._stored
+
+    def _stored(self, h: Hosted) -> Mapping[str, Any]:
+        return self.store.get(Ref({REF_KEY: h.ref, "device": h.device}), cache=False)
 
     def get(self, h: Hosted) -> Mapping[str, Any]:
         """The group's Msg1, loaded from its checkpoint if it was evicted."""
         self.table.touch(h)
         if h.msg1 is None:
-            h.msg1 = self.store.get(Ref({REF_KEY: h.ref, "device": h.device}), cache=False)
+            h.msg1 = self.load(h)
             self.fit(keep=h)
         return h.msg1
 
     def put(self, h: Hosted, msg1: Mapping[str, Any], ref: str, size: int) -> None:
-        """A rolling group's new state (already checkpointed under ``ref``)."""
+        """A rolling group's new state (checkpointed under ``ref``, or journaled on it)."""
         h.msg1, h.ref, h.size = msg1, ref, size
         self.fit(keep=h)
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checkpoints import CheckpointPolicy
 from ..store import REF_KEY, Ref
 
 
@@ -32,6 +33,10 @@ class Hosted:
     ref: str  # storage id of the stored Msg1 (checkpoint)
     size: int
     error_strategy: str = "ignore"
+    policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    journaled: int = 0  # requests applied since the checkpoint (in Redis: the group's journal)
+    journaled_at: float = 0.0  # when the oldest of them was applied (monotonic)
+    flushing: bool = False  # a checkpoint of the journal is scheduled on the event loop
     msg1: Mapping[str, Any] | None = None  # None: evicted, reload by ref
     last: float = field(default_factory=time.monotonic)
     executions: int = 0

@@ -2,9 +2,16 @@
 
 ``tick`` runs on the lease thread every beat (so it works while a request
 runs): it renews every hosted group's lease, reports the worker's load,
-reads the inbox (placements, stop, drain) and finds idle groups.  Anything
-that touches the consumer or executes requests is handed to the worker's
-event loop (``GroupQueues.soon``).
+takes parked groups up, reads the inbox (placements, stop, drain), finds
+idle groups and rolling groups whose journal is due for a checkpoint.
+Anything that touches the consumer or executes requests is handed to the
+worker's event loop (``GroupQueues.soon``).
+
+A rolling group is never reset by a worker going away: when no other
+persistent worker can take it (warm shutdown, drain, a cancelled queue, a
+failed restart) it is parked with its state and its requests, and the next
+persistent worker takes it up.  It ends only by ``stop_worker`` or its idle
+timeout, and ``on_idle`` sees its final state first.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
+from ..checkpoints import CheckpointPolicy
 from ..device import DeviceRegistry
 from ..dispatch import Dispatcher
 from ..errors import PersistentError, RequestLost
@@ -22,7 +31,7 @@ from ..events import Events
 from ..inbox import Command, CommandKind
 from ..metrics import Metrics
 from ..placement import Placer
-from ..protocol import Adopted, Placement, UnhostStatus
+from ..protocol import Adopted, ParkStatus, Placement, UnhostStatus
 from ..queues import queue_depths
 from ..registry import Registry
 from ..store import REF_KEY, MessageStore, Ref
@@ -30,6 +39,7 @@ from .cache import Msg1Cache
 from .consumer import GroupQueues
 from .hosted import Hosted, HostedTable
 from .runner import Runner
+from .state import GroupState
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +53,7 @@ class Host:
     def __init__(self, events: Events, hostname: str, registry: Registry, store: MessageStore, placer: Placer,
                  devices: DeviceRegistry, metrics: Metrics, table: HostedTable, cache: Msg1Cache,
                  queues: GroupQueues, default_timeout: float, dispatcher: Dispatcher,
-                 reserved_groups: Callable[[], set[str]] = set) -> None:
+                 reserved_groups: Callable[[], set[str]] = set, *, state: GroupState) -> None:
         self.events = events
         self.app = queues.app
         self.dispatcher = dispatcher
@@ -57,6 +67,7 @@ class Host:
         self.table = table
         self.cache = cache
         self.queues = queues
+        self.state = state
         self.default_timeout = default_timeout
         self.runner: Runner | None = None  # attached by attach(): it calls back into restart()
         self.draining = False
@@ -90,17 +101,47 @@ class Host:
         hosted = self.table.all()
         if self._beats % TOUCH_EVERY == 1:
             self.store.touch([h.ref for h in hosted])
+        if not self.draining:
+            # Rolling groups parked while no persistent worker ran: placed on the least loaded one
+            # (this worker, on its first beats), which adopts them from its inbox.
+            self.placer.unpark()
         adopted = [a for a in (self._handle(raw) for raw in self.registry.take_inbox(self.hostname)) if a]
         if adopted:
             self.queues.soon(partial(self._activate, adopted))
         now = time.monotonic()
         for h in hosted:
-            self._retire_aliases(h)
-            if h.releasing or self.busy:
-                continue
-            if h.stopping or now - h.last > h.timeout:
-                h.releasing = True
-                self.queues.soon(partial(self.release, h, reason="stop" if h.stopping else "idle"))
+            self._upkeep(h, now)
+
+    def _upkeep(self, h: Hosted, now: float) -> None:
+        """One group on the beat: retire drained old names, checkpoint a due journal, end it if idle or stopped."""
+        self._retire_aliases(h)
+        if h.releasing:
+            return
+        if self._flush_due(h, now):
+            h.flushing = True
+            self.queues.soon(partial(self.flush, h))
+        if not self.busy and (h.stopping or now - h.last > h.timeout):
+            h.releasing = True
+            self.queues.soon(partial(self.release, h, reason="stop" if h.stopping else "idle"))
+
+    @staticmethod
+    def _flush_due(h: Hosted, now: float) -> bool:
+        """A journal older than the policy's interval is checkpointed between requests."""
+        interval = h.policy.interval
+        return (not h.static and not h.flushing and h.journaled > 0 and interval > 0
+                and now - h.journaled_at >= interval)
+
+    def flush(self, h: Hosted) -> bool:
+        """Checkpoint a rolling group's journaled state (on the event loop, between requests)."""
+        try:
+            if h.static or h.journaled == 0 or self.table.lookup(h.group) is not h:
+                return True
+            return self.state.flush(h, self.cache.get(h))
+        except Exception:
+            logger.exception("group %s: checkpointing its state failed; its journal keeps the requests", h.group)
+            return False
+        finally:
+            h.flushing = False
 
     def load(self) -> dict[str, int]:
         hosted = self.table.all()
@@ -164,7 +205,8 @@ class Host:
         where = adopted.where
         h = Hosted(group=group, token=adopted.token, queue=where.queue, device=where.device, static=where.static,
                    timeout=where.timeout or self.default_timeout, ref=where.ref, size=where.size,
-                   error_strategy=where.error_strategy)
+                   error_strategy=where.error_strategy, policy=CheckpointPolicy.decode(where.policy),
+                   journaled=adopted.journaled, journaled_at=time.monotonic() if adopted.journaled else 0.0)
         # Known (and renewed by this beat) from now on, before its queue is consumed.
         self.table.add(h)
         return h, adopted
@@ -193,15 +235,19 @@ class Host:
         self.queues.consume(*[h.queue for h, _ in batch])
 
     def release(self, h: Hosted, reason: str, force: bool = False) -> None:
-        """Let a group go: timeout hook, unregister if idle, stop consuming."""
-        if reason == "idle":
-            try:
-                # The hook sees the group's last state, loaded again if it was evicted.
-                msg1 = self.cache.get(h)
-                self.devices.for_message({"device": h.device}).on_idle(msg1, {"worker_timeout": h.timeout})
-            except Exception:
-                logger.exception("on_idle of device %s failed for group %s", h.device, h.group)
-        unhosted = self.registry.unhost(h.group, h.token, force=force)
+        """End a group: timeout hook, unregister if idle, stop consuming.
+
+        ``stop`` (``stop_worker``) and ``idle`` end it for good: ``on_idle``
+        sees its final state first (unless a request is accepted meanwhile:
+        then the group goes on), and a rolling group's checkpoint and journal
+        are deleted with its registration.
+        """
+        final = self._final_state(h, reason)
+        if final is not None and reason in ("idle", "stop") and self.registry.unfinished(h.group) == 0:
+            self._on_idle(h, final)
+        # A rolling group's state goes with it; requests handed on get the state itself.
+        drop = h.ref if not h.static and final is not None else ""
+        unhosted = self.registry.unhost(h.group, h.token, force=force, drop=drop)
         if unhosted.status is UnhostStatus.BUSY:
             # A request raced the timeout: it is accepted, so keep hosting and run it;
             # unless its message is gone (a purge): then it is answered, not awaited.
@@ -222,7 +268,28 @@ class Host:
         logger.info("released group %s (%s)", h.group, reason)
         self.events.worker(self.hostname, "released", group=h.group, reason=reason,
                      handed_on=len(unfinished))
-        self.placer.hand_on(unfinished, h.as_ref() if h.msg1 is not None else Ref({REF_KEY: h.ref, "device": h.device}))
+        if unfinished:
+            stored = h.as_ref() if h.msg1 is not None else Ref({REF_KEY: h.ref, "device": h.device})
+            self.placer.hand_on(unfinished, dict(final) if drop and final is not None else stored)
+
+    def _final_state(self, h: Hosted, reason: str) -> Mapping[str, Any] | None:
+        """A group's last state as it ends (loaded again, checkpoint and journal, if it was evicted): read
+        before its registration goes with its checkpoint.  None for a static group that is only dissolved,
+        or if it cannot be read."""
+        if reason not in ("idle", "stop") and h.static:
+            return None
+        try:
+            return self.cache.get(h)
+        except Exception:
+            logger.exception("could not load the last state of group %s", h.group)
+            return None
+
+    def _on_idle(self, h: Hosted, final: Mapping[str, Any]) -> None:
+        """The group ended for good (``idle``, ``stop``): the device's hook sees its final state."""
+        try:
+            self.devices.for_message({"device": h.device}).on_idle(final, {"worker_timeout": h.timeout})
+        except Exception:
+            logger.exception("on_idle of device %s failed for group %s", h.device, h.group)
 
     def _settle_lost(self, h: Hosted) -> bool:
         """Answer accepted requests whose message left the queue unrun; True while some are suspected.
@@ -254,15 +321,53 @@ class Host:
         self.hand_off_all()
 
     def hand_off_all(self) -> None:
-        """Give every hosted group to another live persistent worker (else let it go)."""
+        """Give every hosted group to another live persistent worker (else park or dissolve it)."""
         for h in self.table.all():
             if not self.hand_off(h, allow_self=False):
-                self.release(h, reason="hand-off", force=True)
+                self.let_go_of(h, reason="hand-off")
+
+    def let_go_of(self, h: Hosted, reason: str) -> None:
+        """No other worker takes the group: a rolling group is parked, a static one dissolved."""
+        if h.static:
+            self.release(h, reason=reason, force=True)
+        else:
+            self.park(h, reason)
+
+    def park(self, h: Hosted, reason: str) -> bool:
+        """Keep a rolling group (its state and its requests) in Redis for the next persistent worker.
+
+        Its state is checkpointed first (if that fails, its journal still
+        holds the requests since the last one); its queue is kept, with the
+        requests in it; requests accepted under old names move to it.
+        """
+        self.flush(h)
+        try:
+            parked = self.registry.park(h.group, h.token)
+        except PersistentError:
+            logger.exception("could not park group %s; its lease lapses and the reaper parks it", h.group)
+            self.let_go(h)
+            return False
+        if parked is ParkStatus.STALE:
+            self._lost(h.group, h.token)
+            return False
+        for alias, (token, queue) in h.aliases.items():
+            for record in self.registry.unhost(alias, token, force=True).unfinished:
+                self.dispatcher.resubmit(record, h.group)
+            if alias not in h.retired:
+                self.queues.drop(queue)
+        self.table.forget(h)
+        self.queues.stop(h.queue)
+        logger.warning("parked group %s (%s): no other persistent worker; its state and requests wait for one",
+                       h.group, reason)
+        self.events.worker(self.hostname, "parked", group=h.group, reason=reason)
+        return True
 
     def hand_off(self, h: Hosted, allow_self: bool) -> bool:
         """Place the group (from its checkpoint, with its unfinished requests) on a worker."""
+        if not h.static:
+            self.flush(h)  # the new host starts from a checkpoint, not a replay
         where = Placement(h.group, self.hostname, h.queue, h.ref, h.static, h.timeout, h.device, h.size,
-                          h.error_strategy)
+                          h.error_strategy, h.policy.encode())
         target = self.placer.move(where, h.token, exclude=self.hostname, allow_self=allow_self)
         if target is None:
             return False
@@ -285,12 +390,12 @@ class Host:
         another persistent worker takes the group, or it is dissolved and its requests run as usual."""
         logger.warning("group %s: its queue %s is no longer consumed here; handing the group on", h.group, h.queue)
         if not self.hand_off(h, allow_self=False):
-            self.release(h, reason="cancelled", force=True)
+            self.let_go_of(h, reason="cancelled")
 
     def restart(self, h: Hosted) -> None:
         """error_strategy="throw": end this instance; a fresh one resumes from the checkpoint."""
         if not self.hand_off(h, allow_self=True):
-            self.release(h, reason="error", force=True)
+            self.let_go_of(h, reason="error")
 
     # -- execution ------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 One request at a time (a ``--persistent`` worker runs the solo pool): fence
 it (``start_hosted``), execute it with the cached Msg1, roll the state
-forward (checkpoint Msg3 in the store) unless the group is static, answer
-its waiters (``finish_hosted``), and re-register under ``group(Msg3)`` when
-the rolled state names another group.
+forward unless the group is static (Msg3 is the new state: written as a
+checkpoint, or journaled, as the group's checkpoint policy says), answer its
+callers with ``Device.reply`` (Msg3 by default) and its waiters
+(``finish_hosted``), and re-register under ``group(Msg3)`` when the rolled
+state names another group.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,21 +23,42 @@ from celery.exceptions import Ignore
 
 from .. import faults
 from ..answers import Answerer
-from ..errors import InvalidMessage, PersistentError, RegistryUnavailable
+from ..checkpoints import EncodedState, check_state, encode_state
+from ..device import Device, has_own_grouper
+from ..errors import PersistentError, RegistryUnavailable
 from ..execution import execute, recursion_error
-from ..messages import validate
 from ..metrics import Metrics, Mode, timed
 from ..planning import Planner
 from ..protocol import Finished, HostedStart, RenameStatus
 from ..queues import group_queue, queue_name
 from ..records import RequestRecord, options_from_context
 from ..registry import Registry
-from ..store import MessageStore
+from ..store import REF_KEY, MessageStore, Ref
 from .cache import Msg1Cache
 from .consumer import GroupQueues
 from .hosted import Hosted, HostedTable
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Executed:
+    """A successful execution: the Msg1 it ran on, its Msg3, and what its callers get (``Device.reply``)."""
+
+    msg1: Any
+    msg3: Any
+    reply: Any
+    device: Device
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """How a finished request changes its group's state: written as a checkpoint, or journaled, or not at all."""
+
+    state: Any = None  # the new state (None: unchanged)
+    size: int = 0
+    checkpoint: EncodedState | None = None
+    journaled: bool = False
 
 
 class NotOurs(Exception):
@@ -45,7 +69,8 @@ class Runner:
     def __init__(self, answer: Answerer, registry: Registry, store: MessageStore, planner: Planner,
                  table: HostedTable, cache: Msg1Cache, queues: GroupQueues, queue_prefix: str,
                  max_message_bytes: int, on_throw: Callable[[Hosted], None], on_lost: Callable[[Hosted], None],
-                 settle: Callable[[str], None], metrics: Metrics | None = None) -> None:
+                 settle: Callable[[str], None], metrics: Metrics | None = None,
+                 inline_bytes: int = 64 * 1024) -> None:
         self.answer = answer
         self.registry = registry
         self.store = store
@@ -55,6 +80,7 @@ class Runner:
         self.queues = queues
         self.queue_prefix = queue_prefix
         self.max_message_bytes = max_message_bytes
+        self.inline_bytes = inline_bytes  # a state above this is not answered from a delivery's own copy
         self.on_throw = on_throw
         self.on_lost = on_lost
         self.settle = settle
@@ -119,16 +145,19 @@ class Runner:
             self._finish(h, h.group, record.key, record.id, outcome, own=record)
 
     def _execute(self, h: Hosted, msg2: Any, opts: Any, stack: tuple[str, ...]) -> Any:
-        """Msg3, or the exception the execution raised (never raises itself)."""
+        """What the execution gave (``Executed``), or the exception it raised (never raises itself)."""
         self.busy = True
         try:
             msg1 = self.cache.get(h)
             plan = self.planner.plan(h.as_ref(), msg2, opts, stack=stack)
             if plan.recursive:
                 raise recursion_error(h.group)
-            # A rolling group validates Msg3 when it checkpoints it (_roll): check it once.
+            # A rolling group checks Msg3 itself (as its checkpoint, or its journal's check): once.
             run = partial(execute, self.store, plan, check_result=h.static)
-            return plan.device.worker(msg1, msg2, plan.opts, run)
+            msg3 = plan.device.worker(msg1, msg2, plan.opts, run)
+            if h.static:
+                return Executed(msg1, msg3, msg3, plan.device)
+            return Executed(msg1, msg3, plan.device.reply(msg1, plan.msg2, msg3, plan.opts), plan.device)
         except Exception as exc:
             return exc
         finally:
@@ -140,27 +169,19 @@ class Runner:
                 own: RequestRecord | None, request: Any = None) -> Any:
         """Record the outcome, then answer: the request itself (``own``, else its tracer will) and its waiters.
 
-        A rolling group's new state is checkpointed first and becomes the group's
-        state in the same script that takes the waiters (``finish_hosted``), which
-        also keeps the answers as a delivery until they are all given: a crash at
-        any point after the device returned loses neither the state nor an answer.
-        Returns the outcome (an error if the state could not be checkpointed).
+        A rolling group's new state is recorded in the same script that takes
+        the waiters (``finish_hosted``), as a checkpoint or, between checkpoints,
+        as the request's record appended to the group's journal; that script also
+        keeps the answers as a delivery until they are all given: a crash at any
+        point after the device returned loses neither the state nor an answer.
+        Returns what the callers got (an error if the state could not be kept).
         """
-        new_ref, size = "", 0
-        if not isinstance(outcome, BaseException) and not h.static:
-            try:
-                new_ref, size = self._checkpoint(outcome)
-            except RegistryUnavailable:
-                # Nothing recorded: as in _record, the request stays accepted for the group's next owner.
-                logger.error("could not checkpoint request %s of group %s: Redis is unreachable", task_id, group)
-                self.on_lost(h)
-                raise NotOurs(task_id) from None
-            except PersistentError as exc:
-                outcome = exc
-        finished = self._record(h, group, key, task_id, outcome, new_ref, size)
+        change = StateChange()
+        if isinstance(outcome, Executed):
+            outcome, change = self._roll(h, group, task_id, outcome)
+        finished = self._record(h, group, key, task_id, outcome, change)
         faults.point("after-finish-hosted")
-        if new_ref:
-            self.cache.put(h, outcome, new_ref, size)
+        self._keep(h, change)
         self.answer(finished.waiters, outcome, onto=task_id)
         if own is not None:
             self.answer([own.waiter()], outcome, onto=task_id)
@@ -170,18 +191,67 @@ class Runner:
         if isinstance(outcome, BaseException) and h.error_strategy == "throw" and not h.releasing:
             h.releasing = True
             self.queues.soon(lambda: self.on_throw(h))
-        if new_ref:
+        if change.checkpoint is not None:
             self._maybe_rename(h)
         return outcome
 
-    def _record(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any, new_ref: str,
-                size: int) -> Finished:
+    def _roll(self, h: Hosted, group: str, task_id: str, done: Executed) -> tuple[Any, StateChange]:
+        """What the callers get, and how the group's state changes: a checkpoint, a journaled request, or none.
+
+        The policy decides between a checkpoint and the journal; a checkpoint is
+        also written when the journal could not stand for the state (see
+        ``_checkpoint_due``).  A Msg3 that cannot be a state is the request's
+        error, and the state stays as it was.
+        """
+        if h.static or done.msg3 is done.msg1:
+            return done.reply, StateChange()  # the state did not change: nothing to write
+        try:
+            if group == h.group and self._checkpoint_due(h, done):
+                encoded = encode_state(done.msg3, self.max_message_bytes, group, task_id)
+                return done.reply, StateChange(done.msg3, encoded.size, checkpoint=encoded)
+            # A request under an old name (its queue drains after a rename) is journaled on the
+            # group's current name, whose state it changed.
+            return done.reply, StateChange(done.msg3, check_state(done.msg3, self.max_message_bytes),
+                                           journaled=True)
+        except PersistentError as exc:
+            return exc, StateChange()
+
+    def _checkpoint_due(self, h: Hosted, done: Executed) -> bool:
+        """Whether this request's state is written as a checkpoint rather than journaled.
+
+        The policy says so; or the device cannot be replayed; or the state names
+        another group (a rename starts from a checkpoint), which for a device
+        without a grouper of its own is always the case; or the callers' answer
+        is the large state itself (its delivery then answers from the checkpoint
+        instead of holding a second copy).
+        """
+        age = time.monotonic() - h.journaled_at if h.journaled else 0.0
+        if h.policy.due(h.journaled + 1, age) or not done.device.deterministic:
+            return True
+        if not has_own_grouper(done.device):
+            return True
+        if done.reply is done.msg3 and h.size > self.inline_bytes:
+            return True
+        state = Ref({REF_KEY: h.ref, "device": h.device})
+        state.value = done.msg3
+        try:
+            return self.planner.group(state, None) != h.group
+        except Exception:
+            return True  # the grouper fails on this state: checkpoint it, and let the rename report it
+
+    def _record(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any, change: StateChange) -> Finished:
         """``finish_hosted``, through a short outage; raises NotOurs when this host must not answer."""
-        encoded = "" if new_ref else self.answer.encode_outcome(outcome)
+        written = change.checkpoint
+        # A reply that is the checkpointed state itself is answered from the checkpoint: not stored twice.
+        from_checkpoint = written is not None and outcome is change.state
+        encoded = "" if from_checkpoint else self.answer.encode_outcome(outcome)
         token = h.token_for(group)
         try:
-            finished = self.registry.steady(
-                lambda: self.registry.finish_hosted(group, token, key, task_id, encoded, new_ref, size))
+            finished = self.registry.steady(lambda: self.registry.finish_hosted(
+                group, token, key, task_id, encoded,
+                new_ref=written.storage_id if written else "", size=written.size if written else 0,
+                state=written.data if written else "", replaces=h.ref, journal=change.journaled,
+                journal_of=h.group))
         except RegistryUnavailable:
             # Not recorded: the request stays accepted and runs again from the
             # checkpoint on the group's next owner; this host lets the group go.
@@ -189,9 +259,10 @@ class Runner:
             self.on_lost(h)
             raise NotOurs(task_id) from None
         if finished.gone:
-            # Recorded already (a repeat after a lost reply): the stored state is ahead of memory.
+            # Recorded already (a repeat after a lost reply): the stored state is ahead of memory,
+            # and is loaded again (checkpoint and journal) by the next request.
             h.msg1 = None
-            h.ref = self.registry.owner(group).get("ref", h.ref)
+            h.ref = self.registry.owner(h.group).get("ref", h.ref)
         if finished.stale or finished.gone:
             # Not this host's to answer: the group's new owner runs the request
             # again from its checkpoint (stale), or it was answered already (gone).
@@ -200,13 +271,18 @@ class Runner:
             raise NotOurs(task_id)
         return finished
 
-    def _checkpoint(self, msg3: Any) -> tuple[str, int]:
-        """Msg3 becomes Msg1: store it (content addressed) so that any host can resume from it."""
-        if not isinstance(msg3, Mapping):
-            raise InvalidMessage(f"a rolling worker needs Msg3 to be a message, not {type(msg3).__name__}", "msg3")
-        encoded = validate(msg3, "msg3", self.max_message_bytes)
-        ref = self.registry.steady(lambda: self.store.put(msg3, encoded))
-        return ref.storage_id, ref.size
+    def _keep(self, h: Hosted, change: StateChange) -> None:
+        """The recorded state becomes the group's state in memory."""
+        if change.state is None:
+            return
+        if change.checkpoint is not None:
+            self.cache.put(h, change.state, change.checkpoint.storage_id, change.checkpoint.size)
+            h.journaled, h.journaled_at = 0, 0.0
+            return
+        self.cache.put(h, change.state, h.ref, change.size)
+        if not h.journaled:
+            h.journaled_at = time.monotonic()
+        h.journaled += 1
 
     def _maybe_rename(self, h: Hosted) -> None:
         """Re-register under group(Msg3) when the rolled state names another group."""

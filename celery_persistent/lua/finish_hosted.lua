@@ -6,6 +6,15 @@
 -- ARGV[4] new msg1 ref ("" = unchanged)  ARGV[5] new msg1 size
 -- ARGV[6] the outcome, encoded ("" when it is the new msg1 itself: ARGV[4])
 -- ARGV[7] delivery lease (ms)  ARGV[8] delivery member ("<group> <task id>")
+-- A rolling group's state (optional, all three KEYS with the three ARGV):
+-- KEYS[10] the new checkpoint HASH   KEYS[11] the checkpoint it replaces (any key if the
+--          group's state was not a checkpoint)   KEYS[12] the group's journal LIST
+-- ARGV[9] "c": ARGV[4] is a new checkpoint, its state in ARGV[10] (the journal it covers is
+--         dropped); "j": the request is journaled (its record appended to KEYS[12]); "": neither
+-- ARGV[10] (c) the new state, encoded   ARGV[11] (c) the id of the checkpoint it replaces
+--          ("" if the state was not a checkpoint: content-addressed entries are never deleted)
+-- A checkpoint's holders are "current" (its group's state) and "delivery" (the delivery
+-- answers from it: outcome ""); the step that takes its last holder away deletes it.
 -- Returns {"stale"} (another host owns the group now), {"gone"} (the request is
 -- not accepted any more: finished already, or withdrawn), or
 -- {"done", waiter record, ...}.  The request's own record, its outcome and its
@@ -32,6 +41,22 @@ if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
 end
 redis.call('ZREM', KEYS[4], ARGV[3])
 redis.call('HDEL', KEYS[5], ARGV[3])
+local mode = ARGV[9] or ''
+if mode == 'c' then
+  redis.call('HSET', KEYS[10], 'state', ARGV[10], 'current', '1')
+  if ARGV[6] == '' then
+    redis.call('HSET', KEYS[10], 'delivery', '1')
+  end
+  if ARGV[11] ~= '' and ARGV[11] ~= ARGV[4] and redis.call('HGET', KEYS[1], 'ref') == ARGV[11] then
+    redis.call('HDEL', KEYS[11], 'current')
+    if redis.call('HEXISTS', KEYS[11], 'delivery') == 0 then
+      redis.call('DEL', KEYS[11])
+    end
+  end
+  redis.call('DEL', KEYS[12])
+elseif mode == 'j' then
+  redis.call('RPUSH', KEYS[12], own)
+end
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'ref', ARGV[4], 'bytes', ARGV[5])
 end

@@ -8,6 +8,11 @@
 -- ARGV[9] expected current token ("" = the group must be free)  ARGV[10] device
 -- ARGV[11] msg1 size (bytes)  ARGV[12] error strategy
 -- ARGV[13] the inbox command telling the worker to adopt the group
+-- KEYS[9..10] (optional) the parked ZSET (a parked group placed again leaves it), and the
+--         checkpoint HASH of ARGV[5] when ARGV[14] holds its state
+-- ARGV[14] (optional) the state of a new rolling group, encoded: written as its first
+--          checkpoint (holder "current"), only if the group is placed
+-- ARGV[15] (optional) the checkpoint policy (owner field "ckpt", see checkpoints.py)
 -- Returns {"placed"} | {"exists", host, queue} | {"busy", why}
 -- Requests queued behind a leader (pending) become the worker's, in order.
 local clock = redis.call('TIME')
@@ -30,6 +35,15 @@ redis.call('HSET', KEYS[1], 'mode', 'hosted', 'token', ARGV[2], 'host', ARGV[3],
            'device', ARGV[10], 'last', now, 'bytes', ARGV[11], 'errors', ARGV[12])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[8]), ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
+if #KEYS >= 10 then
+  redis.call('ZREM', KEYS[9], ARGV[1])
+  if ARGV[14] ~= '' then
+    redis.call('HSET', KEYS[10], 'state', ARGV[14], 'current', '1')
+  end
+  if ARGV[15] ~= '' then
+    redis.call('HSET', KEYS[1], 'ckpt', ARGV[15])
+  end
+end
 for _, record in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
   local id = string.match(record, '^([^\n]*)\n')
   redis.call('ZADD', KEYS[6], redis.call('HINCRBY', KEYS[1], 'seq', 1), id)

@@ -12,11 +12,15 @@ end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return {'busy'}
 end
-local f = redis.call('HMGET', KEYS[1], 'host', 'ref', 'static', 'timeout', 'device', 'bytes', 'executions', 'errors')
+local f = redis.call('HMGET', KEYS[1], 'host', 'ref', 'static', 'timeout', 'device', 'bytes', 'executions', 'errors',
+                     'ckpt')
 redis.call('HSET', KEYS[2], 'mode', 'hosted', 'token', ARGV[4], 'host', f[1], 'queue', ARGV[5],
            'ref', f[2], 'static', f[3], 'timeout', f[4], 'state', 'active', 'device', f[5],
            'last', now, 'bytes', f[6] or '0', 'executions', f[7] or '0',
            'errors', f[8] or 'ignore')
+if f[9] then
+  redis.call('HSET', KEYS[2], 'ckpt', f[9])
+end
 redis.call('HSET', KEYS[1], 'mode', 'moved', 'target', ARGV[2])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[2])
 redis.call('ZADD', KEYS[4], now, ARGV[2])

@@ -18,12 +18,14 @@ from tests.lua.support import SCAN_COUNT, snapshot
 REDIS_URL = os.environ.get("CP_TEST_REDIS_URL") or "redis://127.0.0.1:6379/13"
 SCRIPTS = (
     "adopt",
+    "checkpoint",
     "claim",
     "deliver",
     "expire",
     "finish",
     "finish_hosted",
     "heartbeat",
+    "park",
     "place",
     "published",
     "rename",

@@ -11,7 +11,6 @@ from the result backend.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -367,7 +366,7 @@ def test_spawn_worker_places_the_group_on_a_live_worker(env: PersistentEnv) -> N
     assert env.result(waiter.id).get(timeout=5) == msg3
     owner = env.registry.owner("tally-s")
     assert owner["mode"] == "hosted" and owner["host"] == worker and owner["queue"] == env.queue("tally-s")
-    assert json.loads(env.client.get(env.keys.store(owner["ref"]))) == msg3  # it holds Msg3
+    assert env.store.get({"$persistent-ref": owner["ref"]}) == msg3  # it holds Msg3
     assert env.registry.take_inbox(worker) == ["place:tally-s"]
     # The request queued behind the leader is the new worker's, not published again.
     assert [m.id for m in env.messages()] == [leader.id]
@@ -556,10 +555,11 @@ def test_reap_places_an_orphaned_hosted_group_on_a_live_worker(env: PersistentEn
     assert adopted is not None and [r.id for r in adopted.unfinished] == [accepted.id]
 
 
-def test_reap_dissolves_an_orphaned_group_when_no_worker_is_live(env: PersistentEnv) -> None:
+def test_reap_dissolves_an_orphaned_static_group_when_no_worker_is_live(env: PersistentEnv) -> None:
+    """A static group has no state of its own to keep (a rolling one is parked: tests/unit/test_checkpoints.py)."""
     msg1 = {"device": "tally", "id": "d", "count": 3}
     ref = env.store.put(msg1)
-    where = Placement("tally-d", env.worker_hostname("dead"), env.queue("tally-d"), ref.storage_id, False, 30.0,
+    where = Placement("tally-d", env.worker_hostname("dead"), env.queue("tally-d"), ref.storage_id, True, 30.0,
                       "tally", ref.size)
     assert env.registry.place(where).status is PlaceStatus.PLACED
     accepted = env.submit(msg1, {"path": "add", "by": 1})

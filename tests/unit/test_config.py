@@ -22,6 +22,9 @@ DESIGN_DEFAULTS = {
     "worker_timeout": 10.0,
     "error_strategy": "ignore",
     "allow_infinite": False,
+    # Rolling state (docs/guarantees.md §4): a checkpoint after every request unless set otherwise.
+    "checkpoint_every": 1,
+    "checkpoint_interval": 0.0,
 }
 
 

@@ -11,7 +11,6 @@ answer, then ``after_return``, which settles the execution's delivery).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -341,7 +340,7 @@ def test_a_request_racing_the_idle_timeout_keeps_the_group_hosted(env: Persisten
     assert env.registry.owner(h.group) == {}
 
 
-def test_stop_command_releases_without_on_idle_after_accepted_requests(env: PersistentEnv) -> None:
+def test_stop_command_releases_after_accepted_requests_and_on_idle_sees_the_last_state(env: PersistentEnv) -> None:
     host, consumer = make_host(env)
     msg1 = counter()
     h = adopt(env, host, msg1)
@@ -357,7 +356,7 @@ def test_stop_command_releases_without_on_idle_after_accepted_requests(env: Pers
     assert not host.table.knows(h.group)
     assert env.registry.owner(h.group) == {}
     assert consumer.cancelled == [h.queue]
-    assert [c for c in calls if c[0] == "idle"] == []
+    assert [c for c in calls if c[0] == "idle"] == [("idle", {**msg1, "count": 6})]
     assert env.persistent.stop_worker(h.group) is False
 
 
@@ -397,10 +396,11 @@ def test_drain_hands_every_group_to_another_live_worker(env: PersistentEnv) -> N
     assert env.registry.owner(late)["host"] == b.hostname
 
 
-def test_shutdown_without_another_worker_releases_and_hands_requests_on(env: PersistentEnv) -> None:
+def test_shutdown_without_another_worker_dissolves_a_static_group_and_hands_requests_on(env: PersistentEnv) -> None:
+    """A rolling group is parked instead (tests/unit/test_checkpoints.py)."""
     host, consumer = make_host(env)
     msg1 = counter()
-    h = adopt(env, host, msg1)
+    h = adopt(env, host, msg1, static=True)
     r = env.submit(msg1, {"path": "add", "by": 3})
     assert deliver(env, host, h.group, r.id)["count"] == 3
     accepted = env.submit(msg1, {"path": "add", "by": 1})
@@ -430,7 +430,7 @@ def test_rolling_run_replaces_msg1_checkpoints_and_answers_waiters(env: Persiste
     msg3 = deliver(env, host, h.group, r.id)
     assert msg3 == {**msg1, "count": 3}
     assert h.msg1 == msg3 and h.ref != first_ref and h.executions == 1
-    assert json.loads(env.client.get(env.keys.store(h.ref))) == msg3
+    assert env.store.get({"$persistent-ref": h.ref}, cache=False) == msg3
     owner = env.registry.owner(h.group)
     assert owner["ref"] == h.ref and int(owner["bytes"]) == h.size > 0
     assert env.result(same.id).get(timeout=5) == msg3

@@ -167,7 +167,8 @@ def test_a_checkpoint_that_cannot_be_stored_leaves_the_request_to_the_next_owner
     h = hosting.adopt(env, a, msg1)
     r = env.submit(msg1, {"path": "add", "by": 5})
     with monkeypatch.context() as outage:
-        outage.setattr(env.store, "put", unreachable)
+        # The checkpoint is written by finish_hosted, in one step with the answers' delivery.
+        outage.setattr(env.registry, "finish_hosted", unreachable)
         with pytest.raises(Ignore):  # no answer of its own: the caller gets one answer, later
             hosting.run(env, a, h.group, FakeTask(r.id))
     assert a.table.lookup(h.group) is None  # let go: its lease lapses

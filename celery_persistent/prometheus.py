@@ -167,7 +167,7 @@ def _groups(reading: Reading) -> Iterator[Metric]:
         hosted.add_metric([worker], count)
     yield hosted
     parked = _gauge("parked_groups", "Rolling groups kept with their checkpoint while no persistent worker runs "
-                    "them (always 0 until groups can be parked).")
+                    "them (until the next persistent worker takes them up).")
     parked.add_metric([], reading.parked)
     yield parked
 

@@ -8,8 +8,9 @@ owner loads the checkpoint and replays the journal (``hosting/state.py``).
 (the default), every N requests, or once the oldest journaled request is T
 seconds old; and always before a group is handed off or parked.
 
-A checkpoint is encoded once: one walk that validates it and yields its
-content id (``messages.validate``), and one JSON encoding to store it.  A
+A checkpoint is encoded once (``encode_state``): a walk that checks its
+types, and one JSON encoding to store it; only a group whose name is the
+digest of its state also gets the canonical encoding that digest needs.  A
 journaled request's Msg3 is not encoded at all: ``check_state`` only checks
 its types and estimates its size.
 """
@@ -21,11 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kombu.utils import json
-
 from .errors import InvalidMessage, InvalidOptions
-from .messages import validate
-from .store import checkpoint_id, content_id
+from .messages import digest, validate
+from .store import checkpoint_id, content_id, dumps
 
 MAX_JOURNAL = 10_000
 """Requests journaled at most between two checkpoints, whatever the policy: replay stays bounded."""
@@ -93,23 +92,41 @@ class EncodedState:
 
     storage_id: str
     size: int
-    data: str  # JSON, as the message store keeps messages
+    data: bytes  # JSON, as the message store keeps messages
 
 
-def encode_state(msg: Any, max_bytes: int, group: str, writer: str, name: str = "msg3") -> EncodedState:
-    """Validate ``msg`` as a group's next state and encode it for its checkpoint (once each)."""
+def encode_state(msg: Any, max_bytes: int, group: str, writer: str, name: str = "msg3",
+                 exact: bool = True) -> EncodedState:
+    """Validate ``msg`` as a group's next state and encode it for its checkpoint.
+
+    ``exact``: the checkpoint's id starts with the digest of the state's
+    canonical encoding, as a ``ref()`` does, which costs a second encoding
+    (the canonical one, in Python).  Only a group whose name is a digest of
+    its state needs it (a device without a grouper of its own); otherwise
+    the state is walked once (``check_state``) and encoded once (JSON), its
+    size is that of its JSON, and the id's first part is a digest of the
+    group and writer, which grouping never reads (the device's grouper names
+    the group).
+    """
     if not isinstance(msg, Mapping):
         raise InvalidMessage(f"a rolling worker needs {name} to be a message, not {type(msg).__name__}", name)
-    encoded = validate(msg, name, max_bytes)
-    content, size = content_id(msg, encoded)
-    return EncodedState(checkpoint_id(content, group, writer), size, json.dumps(msg))
+    if exact:
+        content, size = content_id(msg, validate(msg, name, max_bytes))
+        return EncodedState(checkpoint_id(content, group, writer), size, dumps(msg))
+    check_state(msg, max_bytes, name)
+    data = dumps(msg)
+    if len(data) > max_bytes:
+        raise InvalidMessage(f"{name} is {len(data)} bytes of JSON, over persistent_max_message_bytes={max_bytes}",
+                             name)
+    content = digest(group.encode("utf-8"), writer.encode("utf-8", "surrogatepass"))
+    return EncodedState(checkpoint_id(content, group, writer), len(data), data)
 
 
 SCALAR_SIZE = 9
 """What ``check_state`` counts for a number, bool or None (about its canonical size)."""
 
 
-def check_state(msg: Any, max_bytes: int) -> int:
+def check_state(msg: Any, max_bytes: int, name: str = "msg3") -> int:
     """Check a journaled Msg3 (types, keys, finite floats) without encoding it; its estimated size.
 
     The estimate counts characters, not UTF-8 bytes: the exact size is
@@ -117,14 +134,14 @@ def check_state(msg: Any, max_bytes: int) -> int:
     ``messages.validate``, with its path.
     """
     if not isinstance(msg, Mapping):
-        raise InvalidMessage(f"a rolling worker needs Msg3 to be a message, not {type(msg).__name__}", "msg3")
+        raise InvalidMessage(f"a rolling worker needs {name} to be a message, not {type(msg).__name__}", name)
     try:
         size = _estimate(msg)
     except _NotAMessage:
-        validate(msg, "msg3", max_bytes)  # raises InvalidMessage naming the bad value's path
-        raise InvalidMessage("msg3 is not a message", "msg3") from None
+        validate(msg, name, max_bytes)  # raises InvalidMessage naming the bad value's path
+        raise InvalidMessage(f"{name} is not a message", name) from None
     if size > max_bytes:
-        raise InvalidMessage(f"msg3 is about {size} bytes, over persistent_max_message_bytes={max_bytes}", "msg3")
+        raise InvalidMessage(f"{name} is about {size} bytes, over persistent_max_message_bytes={max_bytes}", name)
     return size
 
 

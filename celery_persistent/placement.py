@@ -82,7 +82,7 @@ class Placer:
             raise PersistentError("no live persistent worker: start one with `celery worker --persistent -P solo`")
         queue = queue_name(self.queue_prefix, group)
         storage_id, size, initial = self._first_checkpoint(msg1, group) if ref is None else \
-            (ref.storage_id, ref.size, "")
+            (ref.storage_id, ref.size, b"")
         where = Placement(group, host, queue, storage_id, static, timeout, str(device), size,
                           str(opts["error_strategy"]), CheckpointPolicy.from_options(opts).encode())
         placed = self.registry.place(where, expect=expect, initial=initial)
@@ -92,7 +92,7 @@ class Placer:
             raise PersistentError(f"group {group} cannot be placed now: it is {placed.why or placed.status.value}")
         return WorkerHandle(group, queue, host)
 
-    def _first_checkpoint(self, msg1: Any, group: str) -> tuple[str, int, str]:
+    def _first_checkpoint(self, msg1: Any, group: str) -> tuple[str, int, bytes]:
         """A new rolling group's state as its own first checkpoint (not a shared, content-addressed copy):
         superseded by the next one, it is deleted."""
         encoded = encode_state(msg1, self.planner.max_bytes, group, f"place-{uuid.uuid4().hex}", name="msg1")

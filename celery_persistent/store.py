@@ -23,6 +23,11 @@ from typing import Any
 import redis
 from kombu.utils import json
 
+try:  # optional (the "fast" extra): see dumps()
+    import orjson
+except ImportError:  # pragma: no cover - exercised where orjson is not installed
+    orjson = None  # type: ignore[assignment]
+
 from .errors import InvalidMessage, StateLost
 from .keys import KeySpace
 from .messages import PRIVATE_KEY, encode, validate
@@ -90,6 +95,22 @@ def stored_key(keys: KeySpace, storage_id: str) -> str:
     """The Redis key holding a stored message: its checkpoint HASH, or its content-addressed STRING."""
     checkpoint = checkpoint_of(storage_id)
     return keys.checkpoint(*checkpoint) if checkpoint else keys.store(storage_id)
+
+
+def dumps(msg: Any) -> bytes:
+    """A message as the store keeps it: JSON, read back by kombu's ``json.loads`` in any process.
+
+    orjson (the ``fast`` extra) encodes a 10 MB state several times faster
+    than the standard library; a message it cannot encode (bytes, integers
+    beyond 64 bits) goes through kombu's encoder, which can.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(msg)
+        except TypeError:
+            pass
+    text: str = json.dumps(msg)
+    return text.encode("utf-8")
 
 
 def content_id(msg: Any, encoded: bytes) -> tuple[str, int]:

@@ -24,16 +24,18 @@ from celery.exceptions import Ignore
 from .. import faults
 from ..answers import Answerer
 from ..checkpoints import EncodedState, check_state, encode_state
+from ..config import resolve_options
 from ..device import Device, has_own_grouper
 from ..errors import PersistentError, RegistryUnavailable
 from ..execution import execute, recursion_error
+from ..grouping import normalise
 from ..metrics import Metrics, Mode, timed
 from ..planning import Planner
 from ..protocol import Finished, HostedStart, RenameStatus
 from ..queues import group_queue, queue_name
 from ..records import RequestRecord, options_from_context
 from ..registry import Registry
-from ..store import REF_KEY, MessageStore, Ref
+from ..store import MessageStore
 from .cache import Msg1Cache
 from .consumer import GroupQueues
 from .hosted import Hosted, HostedTable
@@ -205,9 +207,11 @@ class Runner:
         """
         if h.static or done.msg3 is done.msg1:
             return done.reply, StateChange()  # the state did not change: nothing to write
+        named = self._named(done)
         try:
-            if group == h.group and self._checkpoint_due(h, done):
-                encoded = encode_state(done.msg3, self.max_message_bytes, group, task_id)
+            if group == h.group and self._checkpoint_due(h, done, named):
+                # The canonical digest only for a group named by it (no grouper of its own).
+                encoded = encode_state(done.msg3, self.max_message_bytes, group, task_id, exact=named is None)
                 return done.reply, StateChange(done.msg3, encoded.size, checkpoint=encoded)
             # A request under an old name (its queue drains after a rename) is journaled on the
             # group's current name, whose state it changed.
@@ -216,28 +220,31 @@ class Runner:
         except PersistentError as exc:
             return exc, StateChange()
 
-    def _checkpoint_due(self, h: Hosted, done: Executed) -> bool:
+    def _checkpoint_due(self, h: Hosted, done: Executed, named: str | None) -> bool:
         """Whether this request's state is written as a checkpoint rather than journaled.
 
-        The policy says so; or the device cannot be replayed; or the state names
-        another group (a rename starts from a checkpoint), which for a device
-        without a grouper of its own is always the case; or the callers' answer
-        is the large state itself (its delivery then answers from the checkpoint
-        instead of holding a second copy).
+        The policy says so; or the device cannot be replayed; or the state does
+        not name this group by the device's own grouper (a rename starts from a
+        checkpoint, and a group named by its state's digest renames at every
+        change); or the callers' answer is the large state itself (its delivery
+        then answers from the checkpoint instead of holding a second copy).
         """
         age = time.monotonic() - h.journaled_at if h.journaled else 0.0
         if h.policy.due(h.journaled + 1, age) or not done.device.deterministic:
             return True
+        if named != h.group:
+            return True
+        return done.reply is done.msg3 and h.size > self.inline_bytes
+
+    def _named(self, done: Executed) -> str | None:
+        """The group the new state names by the device's own grouper; None without one, or if it names none."""
         if not has_own_grouper(done.device):
-            return True
-        if done.reply is done.msg3 and h.size > self.inline_bytes:
-            return True
-        state = Ref({REF_KEY: h.ref, "device": h.device})
-        state.value = done.msg3
+            return None
         try:
-            return self.planner.group(state, None) != h.group
+            name = done.device.grouper(done.msg3, None, resolve_options(None, self.planner.conf))
         except Exception:
-            return True  # the grouper fails on this state: checkpoint it, and let the rename report it
+            return None  # checkpointed, and the rename check (planner.group) reports the failure
+        return normalise(name) if name is not None else None
 
     def _record(self, h: Hosted, group: str, key: str, task_id: str, outcome: Any, change: StateChange) -> Finished:
         """``finish_hosted``, through a short outage; raises NotOurs when this host must not answer."""

@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from ..checkpoints import encode_state
+from ..device import has_own_grouper
 from ..errors import PersistentError, RegistryUnavailable
 from ..execution import execute
 from ..planning import Planner
@@ -83,7 +84,8 @@ class GroupState:
         if h.static or h.journaled == 0:
             return True
         try:
-            encoded = encode_state(state, self.max_message_bytes, h.group, f"flush-{uuid.uuid4().hex}")
+            exact = not has_own_grouper(self.planner.devices.for_message({"device": h.device}))
+            encoded = encode_state(state, self.max_message_bytes, h.group, f"flush-{uuid.uuid4().hex}", exact=exact)
             status = self.registry.steady(lambda: self.registry.checkpoint(
                 h.group, h.token, encoded.storage_id, encoded.size, encoded.data, h.ref, h.journaled))
         except (PersistentError, RegistryUnavailable) as exc:

@@ -8,6 +8,7 @@ nothing left behind when a group ends.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -358,3 +359,50 @@ def test_a_request_waiting_on_a_parked_group_too_long_gets_group_parked(env: Per
     assert env.registry.unfinished(h.group) == 0
     # The group itself stays parked, with its state, for the next worker.
     assert env.registry.owner(h.group)["state"] == "parked"
+
+
+# -- one encoding per checkpoint ------------------------------------------------------------------------
+
+
+def test_a_checkpoint_of_a_named_group_is_walked_and_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import celery_persistent.checkpoints as checkpoints
+
+    canonical: list[str] = []
+    real = checkpoints.validate
+    monkeypatch.setattr(checkpoints, "validate", lambda *a, **k: canonical.append("validate") or real(*a, **k))
+    state = {"device": "counter", "id": "x", "count": 3, "items": ["a" * 100] * 50}
+    fast = encode_state(state, 1 << 20, "ctr-x", "t1", exact=False)
+    assert canonical == []  # no canonical encoding: the group is named by its grouper, not a digest
+    assert json.loads(fast.data) == state and fast.size == len(fast.data)
+    assert checkpoint_of(fast.storage_id) == ("ctr-x", writer_key("t1"))
+    exact = encode_state(state, 1 << 20, "ctr-x", "t1")
+    assert canonical == ["validate"]
+    from celery_persistent.messages import message_digest
+    assert exact.storage_id.startswith(message_digest(state))  # a group named by digest gets the real one
+    with pytest.raises(InvalidMessage, match="over persistent_max_message_bytes"):
+        encode_state(state, 1000, "ctr-x", "t1", exact=False)  # the walk's estimate is over already
+    quoted = {"q": "\x01" * 1000}  # 1,000 characters the walk counts once, JSON writes as \u0001 each
+    with pytest.raises(InvalidMessage, match="bytes of JSON"):
+        encode_state(quoted, 4000, "ctr-x", "t1", exact=False)
+    with pytest.raises(InvalidMessage, match=r"msg3\.bad"):
+        encode_state({"bad": {1, 2}}, 1 << 20, "ctr-x", "t1", exact=False)
+
+
+def test_a_state_orjson_cannot_encode_goes_through_kombu_and_loads_back(env: PersistentEnv) -> None:
+    state = {"device": "counter", "id": "b", "count": 1, "raw": b"\x00\x01", "big": 2**70}
+    encoded = encode_state(state, 1 << 20, "ctr-b", "t1", exact=False)
+    env.client.hset(stored_key(env.keys, encoded.storage_id), mapping={"state": encoded.data, "current": "1"})
+    assert env.store.get({REF_KEY: encoded.storage_id}, cache=False) == state
+
+
+def test_large_states_are_sent_without_copying_them_into_one_command_buffer(env: PersistentEnv) -> None:
+    """The steps that carry a state use a client with redis-py's own packer (see registry.bulk_client)."""
+    from redis.connection import PythonRespSerializer
+
+    bulk = env.registry._bulk
+    assert isinstance(bulk.connection_pool.connection_kwargs["command_packer"], PythonRespSerializer)
+    assert bulk.ping()
+    host, _ = make_host(env)
+    h = start(env, host, ledger())
+    assert add(env, host, h, 1, ledger()) == {"count": 1}  # finish_hosted with a checkpoint, through it
+    assert env.store.get({REF_KEY: h.ref}, cache=False)["count"] == 1

@@ -78,6 +78,28 @@ class Blob(Device):
         return summary(msg1, msg2)
 
 
+@persistent.device("roll")
+class Roll(Device):
+    """A large rolling state (the rolling scenario): a request changes one small field, the reply is that field."""
+
+    def grouper(self, msg1: Any, msg2: Any, opts: Any) -> str:
+        return "roll-" + str(msg1["id"])
+
+    def touch(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        return touched(msg1, msg2)
+
+    def peek(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        return msg1
+
+    def reply(self, msg1: Any, msg2: Any, msg3: Any, opts: Any) -> Any:
+        return {"version": msg3.get("version", 0), "n": msg2.get("n"), "items": len(msg3.get("data", ()))}
+
+
+def touched(state: Any, msg2: Any) -> dict[str, Any]:
+    """The rolling scenario's update, the same for both systems: one small field changes."""
+    return {**state, "version": state.get("version", 0) + 1, "last": msg2.get("n")}
+
+
 @persistent.device("echo")
 class Echo(Device):
     """Default grouper (hash of both messages): the ordinary leader path."""
@@ -114,6 +136,12 @@ class Tick(Device):
 def plain(msg1: Any, msg2: Any) -> Any:
     """A plain task carrying Msg1 by value."""
     return summary(msg1, msg2)
+
+
+@app.task(name="bench.plain_roll")
+def plain_roll(state: Any, msg2: Any) -> Any:
+    """A plain task carrying a rolling state in and out: the caller keeps the state and sends it each time."""
+    return touched(state, msg2)
 
 
 @app.task(name="bench.noop")

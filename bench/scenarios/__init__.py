@@ -1,4 +1,4 @@
-"""The five scenarios; each measures ours against its baseline in the same run."""
+"""The six scenarios; each measures ours against its baseline in the same run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bench.stats import Row
 
 T = TypeVar("T")
 
-SCENARIOS = ("large_message", "overhead", "coalescing", "groups", "registry")
+SCENARIOS = ("large_message", "overhead", "coalescing", "groups", "registry", "rolling")
 """Module names under bench.scenarios, in the order they run and are numbered."""
 
 

@@ -102,9 +102,7 @@ class Host:
         if self._beats % TOUCH_EVERY == 1:
             self.store.touch([h.ref for h in hosted])
         if not self.draining:
-            # Rolling groups parked while no persistent worker ran: placed on the least loaded one
-            # (this worker, on its first beats), which adopts them from its inbox.
-            self.placer.unpark()
+            self._unpark()
         adopted = [a for a in (self._handle(raw) for raw in self.registry.take_inbox(self.hostname)) if a]
         if adopted:
             self.queues.soon(partial(self._activate, adopted))
@@ -123,6 +121,15 @@ class Host:
         if not self.busy and (h.stopping or now - h.last > h.timeout):
             h.releasing = True
             self.queues.soon(partial(self.release, h, reason="stop" if h.stopping else "idle"))
+
+    def _unpark(self) -> None:
+        """Rolling groups parked while no persistent worker ran: placed on the least loaded one (this
+        worker, on its first beats), which adopts them from its inbox.  A failure waits for the next beat
+        and never keeps this one from renewing and adopting."""
+        try:
+            self.placer.unpark()
+        except Exception:
+            logger.exception("could not take parked groups up; retrying on the next beat")
 
     @staticmethod
     def _flush_due(h: Hosted, now: float) -> bool:

@@ -406,3 +406,16 @@ def test_large_states_are_sent_without_copying_them_into_one_command_buffer(env:
     h = start(env, host, ledger())
     assert add(env, host, h, 1, ledger()) == {"count": 1}  # finish_hosted with a checkpoint, through it
     assert env.store.get({REF_KEY: h.ref}, cache=False)["count"] == 1
+
+
+def test_a_beat_whose_unpark_fails_still_renews_and_adopts(env: PersistentEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    host, _ = make_host(env)
+    host.tick()
+    group = env.persistent.start_worker({"device": "counter", "id": "u", "count": 0}).group
+
+    def broken(*_: Any, **__: Any) -> int:
+        raise RuntimeError("the parked index could not be read")
+
+    monkeypatch.setattr(env.wiring.placer, "unpark", broken)
+    host.tick()
+    assert host.table.lookup(group) is not None  # adopted on the same beat

@@ -220,9 +220,10 @@ def inspect(ctx: click.Context, group: str, as_json_: bool) -> None:
 def release(ctx: click.Context, group: str, token: str | None, as_json_: bool) -> None:
     """Unstick GROUP: its request and waiters get Released, and the group moves on.
 
-    An ordinary group publishes its next queued request; a hosted group is let
-    go and its other accepted requests run as ordinary requests.  Nothing
-    changes if another token owns GROUP than --token.
+    An ordinary group publishes its next queued request; a hosted static group
+    is let go and its other accepted requests run as ordinary requests; a
+    rolling group is parked with its state for the next persistent worker.
+    Nothing changes if another token owns GROUP than --token.
     """
     from .releasing import Releaser
 
@@ -236,7 +237,8 @@ def release(ctx: click.Context, group: str, token: str | None, as_json_: bool) -
     answered = f"{len(report.answered)} caller(s) answered Released"
     then = (f"next request {report.next_request} published" if report.next_request
             else f"{len(report.handed_on)} accepted request(s) handed on" if report.mode == "hosted"
-            else "the group is free")
+            else "the group is parked with its state and other requests, for the next persistent worker"
+            if report.mode == "parked" else "the group is free")
     click.echo(f"released group {group} (token {report.token}, {report.mode}): {answered}; {then}")
 
 

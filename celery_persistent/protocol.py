@@ -240,6 +240,7 @@ class ReleaseStatus(str, Enum):
     STALE = "stale"  # another token owns it now: nothing changed
     MOVED = "moved"  # a rolling group's old name: ``target`` is where it lives on
     CHANGED = "changed"  # hosted: another request runs than the caller read: read again
+    PARKED = "parked"  # a hosted rolling group: kept with its state and requests for the next persistent worker
 
 
 @dataclass(frozen=True)

@@ -565,7 +565,8 @@ class Registry:
     def _release(self, group: str, token: str, running: str, key: str) -> ReleasedGroup:
         fresh = new_token()
         keys = [self.keys.owner(group), self.keys.inflight(group), self.keys.leases(), self.keys.hosts(),
-                self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.waiters(group, key)]
+                self.keys.hosted_ids(group), self.keys.hosted_records(group), self.keys.waiters(group, key),
+                self.keys.parked()]
         reply = self._scripts["release"](keys=keys, args=[group, token, fresh, self.lease_ms, running, key])
         status = ReleaseStatus(_text(reply[0]))
         if status is ReleaseStatus.LEADER:
@@ -573,7 +574,7 @@ class Registry:
             return ReleasedGroup(status, token=fresh, state=state, request=RequestRecord.loads(raw) if raw else None)
         if status is ReleaseStatus.MOVED:
             return ReleasedGroup(status, target=_text(reply[1]))
-        if status is not ReleaseStatus.HOSTED:
+        if status not in (ReleaseStatus.HOSTED, ReleaseStatus.PARKED):
             return ReleasedGroup(status)
         host, queue, ref, device, own = (_text(x) for x in reply[1:6])
         count = int(reply[6])

@@ -14,7 +14,9 @@ the reaper takes when an owner dies (recovery.py):
   accepted requests are handed on as ordinary requests against its last
   state (``Placer.hand_on``, as when a dead worker's group finds no host).
   The worker notices on its next beat (its lease renewal fails) and stops
-  consuming the group queue.
+  consuming the group queue.  A rolling group is not dissolved: it is
+  parked with its state and its other requests (release.lua), and the next
+  persistent worker takes it up (see docs/guarantees.md §4).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class ReleaseReport:
 
     group: str
     token: str  # the owner token that was released
-    mode: str  # "leader" (an ordinary group) or "hosted"
+    mode: str  # "leader" (an ordinary group), "hosted" (dissolved), or "parked" (a rolling group, kept)
     request: str  # id of the request answered Released ("" if a hosted group ran none)
     state: str  # the state that request was in
     answered: list[str] = field(default_factory=list)  # ids answered Released (the request, its waiters)
@@ -70,7 +72,7 @@ class Releaser:
             released = self.registry.release(group, token)
             if released.status is ReleaseStatus.LEADER:
                 return self._finish_leader(group, token, released)
-            if released.status is ReleaseStatus.HOSTED:
+            if released.status in (ReleaseStatus.HOSTED, ReleaseStatus.PARKED):
                 return self._let_go(group, token, released)
         raise self._refusal(group, token, released)
 
@@ -103,7 +105,8 @@ class Releaser:
             logger.warning("%s", error)
         self.placer.hand_on(released.handed_on, Ref({REF_KEY: released.ref, "device": released.device}))
         return ReleaseReport(
-            group, token, "hosted", running.id if running is not None else "", "running" if running else "",
+            group, token, released.status.value, running.id if running is not None else "",
+            "running" if running else "",
             answered=[r.id for r in answered], handed_on=[r.id for r in released.handed_on], host=released.host,
         )
 

@@ -22,6 +22,11 @@
 --       that runs and its waiters are taken out (the caller answers them); the other
 --       accepted requests follow, in order, for the caller to hand on against ref.
 --       The host finds its lease gone on its next beat and stops consuming the queue.
+--   {"parked", host, queue, ref, device, running request or "", n, waiter 1..n}
+--       With KEYS[8] (the parked ZSET), a rolling group (not static) is not dissolved: as
+--       park.lua, it stays registered with its state (checkpoint and journal) and its other
+--       accepted requests, without a host, for the next persistent worker.  The request that
+--       runs and its waiters are taken out, as above.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local f = redis.call('HMGET', KEYS[1], 'token', 'mode', 'state', 'target', 'running')
@@ -49,8 +54,9 @@ local key = string.match(own, '^[^\n]*\n([^\n]*)\n') or ''
 if running ~= ARGV[5] or key ~= ARGV[6] then
   return {'changed'}
 end
-local h = redis.call('HMGET', KEYS[1], 'host', 'queue', 'ref', 'device')
-local result = {'hosted', h[1] or '', h[2] or '', h[3] or '', h[4] or '', own}
+local h = redis.call('HMGET', KEYS[1], 'host', 'queue', 'ref', 'device', 'static')
+local park = KEYS[8] ~= nil and h[5] ~= '1'
+local result = {park and 'parked' or 'hosted', h[1] or '', h[2] or '', h[3] or '', h[4] or '', own}
 local waiters = {}
 if own ~= '' then
   redis.call('ZREM', KEYS[5], running)
@@ -64,6 +70,14 @@ end
 result[#result + 1] = #waiters
 for _, waiter in ipairs(waiters) do
   result[#result + 1] = waiter
+end
+if park then
+  redis.call('HSET', KEYS[1], 'token', ARGV[3], 'host', '', 'state', 'parked', 'parked', now)
+  redis.call('HDEL', KEYS[1], 'running')
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZADD', KEYS[8], now, ARGV[1])
+  return result
 end
 local left = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do

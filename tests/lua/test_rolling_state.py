@@ -279,3 +279,39 @@ def test_rename_carries_the_checkpoint_policy(db, ks, scripts, rolling):
     keys = [ks.owner(GROUP), ks.owner("g2"), ks.leases(), ks.hosts()]
     assert scripts["rename"](keys=keys, args=[GROUP, "g2", TOKEN, "tok-3", "q2", LEASE]) == ["ok"]
     assert db.hmget(ks.owner("g2"), "ref", "ckpt") == [OLD, "7:0"]
+
+
+# -- release.lua (an operator's last resort) parks a rolling group ---------------------------------------------
+
+
+def test_release_parks_a_rolling_group_with_its_state_and_other_requests(db, ks, scripts, rolling):
+    from tests.lua.conftest import lua_source
+
+    db.zadd(ks.leases(), {GROUP: 1000})
+    db.zadd(ks.hosts(), {GROUP: 10})
+    db.rpush(ks.journal(GROUP), "r1")
+    script = db.register_script(lua_source("release"))
+    keys = [ks.owner(GROUP), ks.inflight(GROUP), ks.leases(), ks.hosts(), ks.hosted_ids(GROUP),
+            ks.hosted_records(GROUP), ks.waiters(GROUP, "k"), ks.parked()]
+    with server_clock(db) as now:
+        reply = script(keys=keys, args=[GROUP, TOKEN, "tok-9", LEASE, "a", "k"])
+    # The running request and its waiter are taken out, for the operator to answer; b stays accepted.
+    assert reply == ["parked", "w1", "q1", OLD, "counter", record("a", "k", 1), 1, waiter("w1", "k")]
+    owner = db.hgetall(ks.owner(GROUP))
+    assert (owner["state"], owner["host"], owner["token"], owner["ref"]) == ("parked", "", "tok-9", OLD)
+    assert owner["parked"] in now and "running" not in owner
+    assert db.zrange(ks.hosted_ids(GROUP), 0, -1) == ["b"] and db.hgetall(ks.inflight(GROUP)) == {"k2": "b"}
+    assert db.zscore(ks.parked(), GROUP) in now and not db.zrange(ks.leases(), 0, -1)
+    assert db.exists(ckpt(ks, OLD), ks.journal(GROUP)) == 2
+
+
+def test_release_still_dissolves_a_static_group(db, ks, scripts, rolling):
+    from tests.lua.conftest import lua_source
+
+    db.hset(ks.owner(GROUP), "static", "1")
+    script = db.register_script(lua_source("release"))
+    keys = [ks.owner(GROUP), ks.inflight(GROUP), ks.leases(), ks.hosts(), ks.hosted_ids(GROUP),
+            ks.hosted_records(GROUP), ks.waiters(GROUP, "k"), ks.parked()]
+    reply = script(keys=keys, args=[GROUP, TOKEN, "tok-9", LEASE, "a", "k"])
+    assert reply[0] == "hosted" and reply[-1] == record("b", "k2", 2)
+    assert not db.exists(ks.owner(GROUP)) and not db.zrange(ks.parked(), 0, -1)

@@ -269,15 +269,16 @@ def test_release_refuses_a_stale_token_an_unknown_group_and_a_moved_name(env: Pe
 # -- release: a hosted group -----------------------------------------------------------------------
 
 
-def place(env: PersistentEnv, host: str = "w1@unit") -> str:
+def place(env: PersistentEnv, host: str = "w1@unit", static: bool = True) -> str:
     """Host the group of MSG1 on ``host`` (no such worker runs: the test plays it); its token."""
     ref = env.store.put(MSG1)
-    where = Placement(GROUP, host, env.queue(GROUP), ref.storage_id, False, 30.0, "serial", ref.size, "ignore")
+    where = Placement(GROUP, host, env.queue(GROUP), ref.storage_id, static, 30.0, "serial", ref.size, "ignore")
     assert env.registry.place(where).status is PlaceStatus.PLACED
     return env.registry.owner(GROUP)["token"]
 
 
-def test_releasing_a_hosted_group_answers_the_running_request_and_hands_on_the_rest(env: PersistentEnv) -> None:
+def test_releasing_a_hosted_static_group_answers_the_running_request_and_hands_on_the_rest(
+        env: PersistentEnv) -> None:
     token = place(env)
     running = env.submit(MSG1, {"path": "run", "x": 1})
     onto = env.submit(MSG1, {"path": "run", "x": 1})  # coalesced onto the running one
@@ -301,3 +302,22 @@ def test_releasing_a_hosted_group_answers_the_running_request_and_hands_on_the_r
     assert env.registry.owner(GROUP) == {}
     # The old host is fenced: it can neither renew nor run anything of the group.
     assert env.registry.renew([(GROUP, token)]) == [False]
+
+
+def test_releasing_a_rolling_group_parks_it_with_its_other_requests(env: PersistentEnv) -> None:
+    """A rolling group's state is not dropped by a release: the next persistent worker takes it up."""
+    token = place(env, static=False)
+    running = env.submit(MSG1, {"path": "run", "x": 1})
+    rest = [env.submit(MSG1, {"path": "run", "x": x}) for x in (2, 3)]
+    env.registry.start_hosted(GROUP, token, running.id)
+
+    report = releaser(env).release(GROUP, token)
+
+    assert (report.mode, report.request, report.answered, report.handed_on) == ("parked", running.id, [running.id], [])
+    assert isinstance(error_of(env, running.id), Released)
+    owner = env.registry.owner(GROUP)
+    assert (owner["mode"], owner["state"], owner["host"]) == ("hosted", "parked", "")
+    assert [r.id for r in env.registry.accepted(GROUP)] == [r.id for r in rest]
+    assert env.registry.parked() == [GROUP]
+    assert env.registry.renew([(GROUP, token)]) == [False]  # the old host is fenced
+

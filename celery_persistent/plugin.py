@@ -39,6 +39,7 @@ from .registry import Registry
 from .revocation import Revocation, RevokedIds
 from .runtime import Runtime
 from .store import MessageStore, Ref, as_ref, is_ref
+from .stranded import stranded_leaders
 from .task import PersistentTask
 
 __all__ = ["Persistent", "WorkerHandle"]
@@ -361,7 +362,9 @@ class Wiring:
         dispatcher = Dispatcher(app, registry, store, answer, settings.inline_bytes)
         placer = Placer(app, registry, store, planner, dispatcher, settings.queue_prefix)
         coalescer = Coalescer(app, registry, store, runtime.keeper, runtime.metrics, answer, dispatcher, placer)
-        reaper = Reaper(registry, store, runtime.metrics, answer, dispatcher, placer, gap=settings.outage_gap)
+        stranded = stranded_leaders(app, registry, after=settings.lease_ttl)
+        reaper = Reaper(registry, store, runtime.metrics, answer, dispatcher, placer, gap=settings.outage_gap,
+                        stranded=stranded.scan if stranded is not None else None)
         revocation = Revocation(app, registry, dispatcher)
         return cls(runtime, planner, answer, dispatcher, placer, coalescer, reaper, revocation, revoked)
 

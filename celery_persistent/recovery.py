@@ -20,7 +20,10 @@ the reaper answers the rest with that outcome and publishes the next request.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
+
+import redis
 
 from .answers import Answerer
 from .dispatch import Dispatcher
@@ -37,8 +40,10 @@ logger = logging.getLogger(__name__)
 
 class Reaper:
     def __init__(self, registry: Registry, store: MessageStore, metrics: Metrics, answer: Answerer,
-                 dispatcher: Dispatcher, placer: Placer, gap: float = 3.0) -> None:
+                 dispatcher: Dispatcher, placer: Placer, gap: float = 3.0,
+                 stranded: Callable[[], int] | None = None) -> None:
         self.registry = registry
+        self.stranded = stranded  # leaders a dead worker fetched but never received (stranded.py)
         self.gap_ms = int(gap * 1000)
         self.store = store
         self.metrics = metrics
@@ -54,10 +59,20 @@ class Reaper:
         anything is taken from them (expire.lua).
         """
         self.registry.pulse(self.gap_ms)
+        self._scan_stranded()
         recovered = self._reap_leases() + self._reap_deliveries()
         # Requests that waited too long on a parked group (no persistent worker): GroupParked.
         self.placer.expire_parked()
         return recovered
+
+    def _scan_stranded(self) -> None:
+        """Leaders stranded in a dead worker's fetch get their lease cut, for ``_reap_leases`` to take now."""
+        if self.stranded is None:
+            return
+        try:
+            self.stranded()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # the broker's Redis: its queue TTL still holds
+            logger.warning("could not read the broker's unacknowledged messages: %s", exc)
 
     def _reap_leases(self) -> int:
         recovered = 0

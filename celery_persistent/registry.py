@@ -133,7 +133,7 @@ class Registry:
     SCRIPTS = (
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
-        "published", "reserve", "pulse", "withdraw", "release", "checkpoint", "park",
+        "published", "reserve", "pulse", "withdraw", "release", "checkpoint", "park", "strand",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -201,6 +201,11 @@ class Registry:
         """A worker received the leader: a short lease again, renewed by that worker until it runs."""
         keys = [self.keys.owner(group), self.keys.leases()]
         return bool(self._scripts["reserve"](keys=keys, args=[group, token, self.lease_ms]))
+
+    def strand(self, group: str, token: str) -> bool:
+        """A published leader's message was fetched by a worker that died: let the reaper take it now."""
+        keys = [self.keys.owner(group), self.keys.leases()]
+        return bool(self._scripts["strand"](keys=keys, args=[group, token]))
 
     def renew(self, leases: list[tuple[str, str]]) -> list[bool]:
         """Renew many (group, token) leases in one round trip."""

@@ -147,7 +147,7 @@ def stop(ctx: click.Context, group: str, as_json_: bool) -> None:
     with clear_errors(f"cannot stop group {group}"):
         stopped = plugin.stop_worker(group)
     if not stopped:
-        raise click.ClickException(f"unknown group {group}: no persistent worker hosts it")
+        raise click.ClickException(f"unknown group {group}: it is neither hosted nor parked")
     click.echo(as_json({"group": group, "stopping": True}) if as_json_ else f"stopping group {group}")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from celery import Celery
 
+from . import inbox
 from .checkpoints import CheckpointPolicy, encode_state
 from .config import parked_timeout
 from .dispatch import Dispatcher
@@ -158,6 +159,8 @@ class Placer:
             if self.registry.place(where, expect=owner.get("token", "")).status is PlaceStatus.PLACED:
                 placed += 1
                 logger.info("parked group %s placed on %s", group, target)
+                if self.registry.owner(group).get("stopping"):  # stop_worker while parked: after its adoption
+                    self.registry.post(target, inbox.stop(group))
         return placed
 
     def expire_parked(self, now: float | None = None) -> int:

@@ -280,12 +280,24 @@ class Persistent:
         return self.placer.pick_worker(exclude)
 
     def stop_worker(self, group: str) -> bool:
-        """Ask the worker hosting ``group`` to let it go once its queue is done."""
-        owner = self.registry.owner(group)
-        if owner.get("mode") != "hosted" or not owner.get("host"):
-            return False
-        self.registry.post(owner["host"], inbox.stop(group))
-        return True
+        """Ask the worker hosting ``group`` to let it go once its queue is done.
+
+        A parked rolling group (no persistent worker ran) is marked instead:
+        the worker that takes it up next runs what it accepted, lets
+        ``on_idle`` see the final state and ends it.  False if no such group.
+        """
+        for _ in range(3):  # a parked group may be placed between the read and the mark
+            owner = self.registry.owner(group)
+            if owner.get("mode") != "hosted":
+                return False
+            if owner.get("host"):
+                self.registry.post(owner["host"], inbox.stop(group))
+                return True
+            if owner.get("state") != "parked":
+                return False
+            if self.registry.stop_parked(group, owner.get("token", "")):
+                return True
+        return False
 
     def drain(self, hostname: str) -> bool:
         """Ask a persistent worker to hand all its groups to others (before a restart)."""

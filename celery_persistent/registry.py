@@ -134,6 +134,7 @@ class Registry:
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
         "published", "reserve", "pulse", "withdraw", "release", "checkpoint", "park", "strand",
+        "stop_parked",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -201,6 +202,11 @@ class Registry:
         """A worker received the leader: a short lease again, renewed by that worker until it runs."""
         keys = [self.keys.owner(group), self.keys.leases()]
         return bool(self._scripts["reserve"](keys=keys, args=[group, token, self.lease_ms]))
+
+    def stop_parked(self, group: str, token: str) -> bool:
+        """Mark a parked group to end once a persistent worker takes it up; False if it is not parked
+        under ``token`` any more."""
+        return bool(self._scripts["stop_parked"](keys=[self.keys.owner(group)], args=[token]))
 
     def strand(self, group: str, token: str) -> bool:
         """A published leader's message was fetched by a worker that died: let the reaper take it now."""
@@ -288,7 +294,8 @@ class Registry:
         return Expired(kind, fresh, request)
 
     OWNER_FIELDS = ("mode", "token", "host", "queue", "ref", "static", "timeout", "state", "device",
-                    "last", "bytes", "executions", "task_id", "key", "target", "errors", "ckpt", "parked")
+                    "last", "bytes", "executions", "task_id", "key", "target", "errors", "ckpt", "parked",
+                    "stopping")
 
     def owner(self, group: str) -> dict[str, str]:
         """The owner hash without its (possibly large) stored request."""

@@ -330,6 +330,45 @@ def test_shutdown_parks_a_rolling_group_and_the_next_worker_continues_it(env: Pe
     assert env.registry.owner(h.group)["host"] == b.hostname
 
 
+def test_stop_worker_on_a_parked_group_ends_it_once_a_worker_takes_it_up(env: PersistentEnv) -> None:
+    a, _ = make_host(env, "a")
+    msg1 = {"device": "counter", "id": "s", "count": 0}
+    h = start(env, a, msg1)
+    add(env, a, h, 2, msg1)
+    a.shutdown()
+    waiting = env.submit(msg1, {"path": "add", "by": 5})  # accepted while parked
+    assert env.persistent.stop_worker(h.group) is True
+    owner = env.registry.owner(h.group)
+    assert (owner["state"], owner["stopping"]) == ("parked", "1")  # kept: the state and the request wait
+    assert not env.result(waiting.id).ready()
+    calls.clear()
+
+    b, _ = make_host(env, "b")
+    b.tick()  # takes it up, with the stop behind the placement in its inbox
+    assert env.result(waiting.id).get(timeout=5)["count"] == 7  # what it accepted runs first
+    hb = b.table.lookup(h.group)
+    assert hb is not None and hb.stopping
+    assert wait_for_end(env, b, h.group)  # then it ends, and on_idle sees the final state
+    assert ("idle", {**msg1, "count": 7}) in calls
+    assert env.registry.owner(h.group) == {} and GroupView(env.registry).parked() == []
+
+
+def wait_for_end(env: PersistentEnv, host: Host, group: str) -> bool:
+    """Beat ``host`` until ``group`` is no longer registered (each beat queues the release on the loop)."""
+    for _ in range(20):
+        if not env.registry.owner(group):
+            return True
+        host.tick()
+    return not env.registry.owner(group)
+
+
+def test_stop_worker_on_a_group_that_is_not_hosted_or_parked_is_false(env: PersistentEnv) -> None:
+    assert env.persistent.stop_worker("no-such-group") is False
+    env.submit({"device": "counter", "id": "o", "count": 0}, {"path": "add", "by": 1})
+    assert env.registry.owner("ctr-o")["mode"] != "hosted"
+    assert env.persistent.stop_worker("ctr-o") is False  # an ordinary group has no worker to stop
+
+
 def test_the_reaper_parks_a_rolling_group_whose_only_worker_died(env: PersistentEnv) -> None:
     a, _ = make_host(env, "a")
     msg1 = {"device": "counter", "id": "r", "count": 0}

@@ -25,6 +25,7 @@ from celery.exceptions import ImproperlyConfigured
 from celery.signals import task_received, task_revoked
 from celery.worker import state
 
+from . import faults
 from .config import DEFAULT_CACHE_BYTES
 from .discovery import installed
 from .dispatch import HEADER
@@ -79,6 +80,7 @@ class ReceptionMark:
         header = (getattr(request, "request_dict", None) or {}).get(HEADER) or {}
         if not header.get("token") or header.get("hosted"):
             return
+        faults.point("before-reception")  # fetched (kombu's unacked hash on Redis), not yet reserved
         try:
             _plugin(self.app).registry.reserve(header["group"], header["token"])
         except Exception:  # the lease beat renews it anyway: never break the consumer

@@ -26,7 +26,7 @@ from chaos.stage import Stage
 SERIAL = ["a", "b", "c"]
 IDLE = "d"
 TALLY = ["x", "y"]
-ORDINARY_POINTS = ("before-claim", "after-execute", "after-finish")
+ORDINARY_POINTS = ("before-reception", "before-claim", "after-execute", "after-finish")
 HOSTED_POINTS = ("after-execute-hosted", "after-finish-hosted")
 
 

@@ -44,6 +44,32 @@ def test_death_after_finish_still_answers_waiters_and_runs_the_next(workers, per
     assert int(rdb.get(evidence_key("runs", uid))) == 2
 
 
+def test_death_between_fetch_and_reception_is_recovered_within_a_lease(workers, persistent, rdb, uid, tmp_path):
+    """Killed after kombu's fetch put the leader in its unacked hash, before the worker received it.
+
+    Without the reaper's look at kombu's unacked index (stranded.py) the leader
+    keeps its queue-TTL lease (600 s) and its message waits out the 1 h
+    visibility timeout: its caller and the request queued behind it hang.
+    """
+    victim_queue = f"victim-{uid}"
+    victim = Worker(pool="solo", extra=["-Q", victim_queue], env={ENV: "before-reception"}, logdir=tmp_path)
+    workers.append(victim)
+    victim.wait_ready()
+    msg1 = {"device": "serial", "id": uid}
+    leader = persistent.resolve.apply_async((msg1, {"path": "run", "sleep": 0, "n": 0}), queue=victim_queue)
+    wait_until(lambda: victim.proc.poll() is not None, timeout=20, message="the victim to die at its crash point")
+    died = time.monotonic()
+    queued = persistent.resolve.apply_async((msg1, {"path": "run", "sleep": 0, "n": 1}), queue=victim_queue)
+
+    survivor = Worker(pool="solo", extra=["-Q", victim_queue], logdir=tmp_path)
+    workers.append(survivor)
+    survivor.wait_ready()
+    assert leader.get(timeout=BOUND)["n"] == 0
+    assert queued.get(timeout=BOUND)["n"] == 1
+    assert time.monotonic() - died < BOUND
+    assert int(rdb.get(evidence_key("runs", uid))) == 2  # each ran once: the stranded copy stayed fenced
+
+
 def test_death_after_finish_hosted_keeps_the_state_and_every_answer(redis_app, redis_cluster, rdb, uid):
     """Killed between finish_hosted.lua and the answers: the checkpoint stands, its caller is answered."""
     p = redis_app.persistent

@@ -71,7 +71,7 @@ class Reaper:
             return
         try:
             self.stranded()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # the broker's Redis: its queue TTL still holds
+        except redis.RedisError as exc:  # the broker's Redis, not the registry's: the queue TTL still bounds it
             logger.warning("could not read the broker's unacknowledged messages: %s", exc)
 
     def _reap_leases(self) -> int:

@@ -36,8 +36,10 @@ from .registry import Registry
 
 logger = logging.getLogger(__name__)
 
-REDIS_DRIVERS = ("redis",)
-"""kombu driver types whose ``unacked`` index this reads (``redis://``, ``rediss://``); not Sentinel."""
+REDIS_TRANSPORTS = ("redis", "rediss")
+"""kombu transports whose ``unacked`` index this reads (``redis://``, ``rediss://``, ``redis+socket://``).
+
+Not Sentinel: its URL names the sentinels, not the server holding the index."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def stranded_leaders(app: Any, registry: Registry, after: float) -> StrandedLead
     """The scan for ``app``'s broker, or None where there is no ``unacked`` index to read."""
     conn = app.connection_for_write()
     try:
-        if conn.transport.driver_type not in REDIS_DRIVERS:
+        if conn.transport_cls not in REDIS_TRANSPORTS:
             return None
         broker = redis.Redis(**broker_params(conn))  # connects on first use, from the reaper's thread
         options = dict(conn.transport_options or {})

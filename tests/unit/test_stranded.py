@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+from celery import Celery
 from celery.exceptions import Ignore
 
-from celery_persistent.stranded import UnackedKeys, stranded_header
+from celery_persistent.stranded import UnackedKeys, stranded_header, stranded_leaders
 from tests.unit import test_coalescing as coalescing
 from tests.unit.conftest import PersistentEnv, decode
 
@@ -136,3 +138,26 @@ def test_unacked_keys_follow_the_transport_options() -> None:
     assert UnackedKeys.from_options({}) == UnackedKeys("unacked", "unacked_index")
     assert UnackedKeys.from_options({"global_keyprefix": "p:", "unacked_key": "u"}) == \
         UnackedKeys("p:u", "p:unacked_index")
+
+
+@pytest.mark.parametrize(("url", "scanned"), [("redis://127.0.0.1:6379/3", True), ("rediss://h:1/0", True),
+                                              ("redis+socket:///tmp/r.sock", True), ("sentinel://h:26379", False),
+                                              ("amqp://guest@localhost//", False), ("memory://", False)])
+def test_only_brokers_with_kombus_redis_index_are_scanned(env: PersistentEnv, url: str, scanned: bool) -> None:
+    app = Celery("scan", broker=url, set_as_current=False)
+    try:
+        assert (stranded_leaders(app, env.registry, after=1.0) is not None) is scanned
+    finally:
+        app.close()
+
+
+def test_a_broker_that_cannot_be_read_never_stops_the_reaper(
+        env: PersistentEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused() -> int:
+        raise redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+
+    monkeypatch.setattr(env.wiring.reaper, "stranded", refused)
+    r = env.submit(coalescing.serial(), {"path": "run", "x": 4})
+    env.client.delete(env.default_queue)  # lost: only the registry's own recovery can bring it back
+    coalescing.expire_lease(env, "serial-a")
+    assert env.reap() == 1 and [m.id for m in env.messages()] == [r.id]

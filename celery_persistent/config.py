@@ -111,6 +111,8 @@ class Settings:
     metrics_per_group: bool = False  # a `group` label on Prometheus series: opt-in, its cardinality is unbounded
     metrics_address: str = "127.0.0.1"  # where `celery persistent metrics --port N` listens
     parked_timeout: float = DEFAULT_PARKED_TIMEOUT  # a request to a parked group waits this long at most
+    nap_after: float = 5.0  # Redis broker: a hosted group's queue idle this long is no longer consumed (naps)
+    sweep_interval: float = 5.0  # Redis broker: napping queues holding a message unrung are woken within this
 
     @property
     def beat_interval(self) -> float:
@@ -160,9 +162,11 @@ class Settings:
             metrics_per_group=bool(conf.get("persistent_metrics_per_group", False)),
             metrics_address=str(conf.get("persistent_metrics_address", "127.0.0.1")),
             parked_timeout=parked_timeout(conf),
+            nap_after=float(conf.get("persistent_nap_after", 5.0)),
+            sweep_interval=float(conf.get("persistent_sweep_interval", 5.0)),
         )
         for name in ("queue_ttl", "max_message_bytes", "reap_interval", "store_ttl", "inline_bytes", "cache_bytes",
-                     "store_cache_bytes", "parked_timeout"):
+                     "store_cache_bytes", "parked_timeout", "nap_after", "sweep_interval"):
             if not getattr(settings, name) > 0:
                 raise ConfigurationError(f"persistent_{name} must be positive")
         return settings

@@ -72,6 +72,10 @@ class KeySpace:
         """LIST: groups placed on a persistent worker, and stop requests, to pick up."""
         return f"{self.prefix}:inbox:{hostname}"
 
+    def bell(self, hostname: str) -> str:
+        """LIST: names of groups a persistent worker naps (does not consume) that got a request (nap.lua)."""
+        return f"{self.prefix}:bell:{hostname}"
+
     def leases(self) -> str:
         """ZSET: group -> lease deadline in ms; the reaper scans expired ones."""
         return f"{self.prefix}:leases"

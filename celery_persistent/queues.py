@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu.entity import Exchange, Queue
+from kombu.transport.redis import Transport as RedisTransport
 from kombu.transport.virtual import Transport as VirtualTransport
 
 SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
@@ -83,3 +85,44 @@ def queue_depths(app: Celery, names: Iterable[str]) -> dict[str, int | None]:
 def _close(channel: Any) -> None:
     with suppress(Exception):  # a channel the broker already closed
         channel.close()
+
+
+def brpop_costs(transport: Any) -> bool:
+    """Whether consuming a queue costs on every fetch: kombu's Redis transport names every consumed
+    queue (and its priority lists) in each ``BRPOP``; AMQP brokers push to their consumers."""
+    return isinstance(transport, RedisTransport)
+
+
+WAITING_SCRIPT = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('LLEN', key)
+  for _, suffix in ipairs(ARGV) do
+    n = n + redis.call('LLEN', key .. suffix)
+  end
+  if n > 0 then
+    found[#found + 1] = i
+  end
+end
+return found
+"""
+"""KEYS: queue lists; ARGV: the suffixes of their priority lists. Returns the (1-based) positions of those
+holding a message.  The priority lists' names are built here: kombu's Redis transport is single-server."""
+
+
+def waiting(app: Celery, names: list[str]) -> list[str]:
+    """The queues among ``names`` holding a message, in one round trip (kombu's Redis transport only).
+
+    Counts the queue's list and its priority lists (``name\\x06\\x163`` ...), under
+    ``global_keyprefix``, as kombu names them (kombu/transport/redis.py, ``Channel._q_for_pri``).
+    """
+    if not names:
+        return []
+    with app.pool.acquire(block=True) as conn:
+        channel = conn.default_channel
+        prefix = str(getattr(channel, "global_keyprefix", "") or "")
+        suffixes = [f"{channel.sep}{pri}" for pri in channel.priority_steps if pri]
+        with channel.conn_or_acquire() as client:
+            raw = redis.Redis(connection_pool=client.connection_pool)  # unprefixed: names are prefixed here
+            found = raw.eval(WAITING_SCRIPT, len(names), *[prefix + n for n in names], *suffixes)
+    return [names[int(i) - 1] for i in found]

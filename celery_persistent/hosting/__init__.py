@@ -10,7 +10,8 @@ it.  The parts, one job each:
 - ``runner``: one request at a time against the cached Msg1, rolling state;
 - ``cache``: the Msg1s in memory, bounded in bytes;
 - ``state``: a rolling group's state in Redis (checkpoint and journal): load, replay, flush;
-- ``consumer``: the Celery consumer's group queues and event loop.
+- ``consumer``: the Celery consumer's group queues and event loop;
+- ``naps``: on the Redis broker, idle group queues nap (not consumed) until a request rings.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .cache import Msg1Cache
 from .consumer import GroupQueues
 from .hosted import Hosted, HostedTable
 from .lifecycle import Host
+from .naps import NapRegistry
 from .runner import Runner
 from .state import GroupState
 
@@ -43,9 +45,11 @@ def build_host(app: Celery, hostname: str, runtime: Runtime, planner: Planner, p
     table = HostedTable()
     state = GroupState(runtime.registry, runtime.store, planner, settings.max_message_bytes)
     cache = Msg1Cache(table, runtime.store, runtime.metrics, cache_bytes, load=state.load)
-    queues = GroupQueues(app)
+    queues = GroupQueues(app, nudge_queue=f"{settings.queue_prefix}:nudge:{hostname}")
     host = Host(answer.events, hostname, runtime.registry, runtime.store, placer, devices, runtime.metrics,
-                table, cache, queues, default_timeout, dispatcher, reserved_groups, state=state)
+                table, cache, queues, default_timeout, dispatcher, reserved_groups, state=state,
+                naps=NapRegistry(runtime.registry, hostname), nap_after=settings.nap_after,
+                sweep_interval=settings.sweep_interval, gap=settings.outage_gap)
     host.attach(Runner(answer, runtime.registry, runtime.store, planner, table, cache, queues,
                        settings.queue_prefix, settings.max_message_bytes, host.restart, host.let_go,
                        dispatcher.settle, runtime.metrics, inline_bytes=settings.inline_bytes))

@@ -5,6 +5,12 @@ is handed to the worker's event loop with ``hub.call_soon`` (``soon``),
 which runs between tasks.  Work handed over before the consumer is bound (a
 worker still starting) waits for ``bind``, so it never runs on the lease
 thread beside the first executions.
+
+On kombu's Redis transport (``lazy``) idle group queues nap (see ``naps``):
+``nap`` stops consuming one without a log line, and ``nudge`` pushes an empty
+message onto this worker's own nudge queue, consumed beside the task queues,
+so that the ``BRPOP`` in flight returns and the next one names the queues
+just added (else they would wait for its timeout, one second).
 """
 
 from __future__ import annotations
@@ -15,16 +21,21 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from kombu.entity import Queue
+from kombu.messaging import Consumer, Producer
 
-from ..queues import delete_queue, group_queue
+from ..queues import brpop_costs, delete_queue, group_queue
 
 logger = logging.getLogger(__name__)
 
 
 class GroupQueues:
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, nudge_queue: str = "") -> None:
         self.app = app
         self.consumer: Any = None
+        self.lazy = False  # set by bind: idle queues nap on this transport
+        self.nudge_queue = nudge_queue
+        self._nudges: Any = None
         self._waiting: list[Callable[[], Any]] = []
         self._lock = threading.Lock()
 
@@ -39,7 +50,15 @@ class GroupQueues:
         with self._lock:
             self.consumer = consumer
             waiting, self._waiting = self._waiting, []
+        self.lazy = bool(self.nudge_queue) and brpop_costs(getattr(getattr(consumer, "connection", None),
+                                                                   "transport", None))
+        if self.lazy:
+            # On the task consumer's channel, so that it shares its BRPOP; never declared, no acks.
+            self._nudges = Consumer(consumer.task_consumer.channel, queues=[Queue(self.nudge_queue, no_declare=True)],
+                                    no_ack=True, auto_declare=False, on_message=lambda message: None)
         self.consume(*(queues or ()), start=False)
+        if self._nudges is not None:
+            self._nudges.consume()
         for fn in waiting:
             self.soon(fn)
 
@@ -55,7 +74,7 @@ class GroupQueues:
         else:
             hub.call_soon(fn)
 
-    def consume(self, *queues: str, start: bool = True) -> None:
+    def consume(self, *queues: str, start: bool = True, quiet: bool = False) -> None:
         """Consume group queues: declared once each, then one consume() for the batch.
 
         Celery's ``add_task_queue`` restarts consuming for every queue added,
@@ -74,9 +93,36 @@ class GroupQueues:
             added = True
         if added and start:
             tasks.consume()
-            logger.info("consuming %d more group queue(s)", len(queues))
+            (logger.debug if quiet else logger.info)("consuming %d more group queue(s)", len(queues))
+
+    def consuming(self, queue: str) -> bool:
+        consumer = self.consumer
+        return consumer is not None and bool(consumer.task_consumer.consuming_from(queue))
+
+    def nap(self, queue: str) -> None:
+        """Stop consuming an idle group queue (on the event loop; no log line: thousands nap)."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        consumer.app.amqp.queues.deselect(queue)
+        consumer.task_consumer.cancel_by_queue(queue)
+
+    def nudge(self) -> None:
+        """Make the consumer's BRPOP in flight return, so that the next one names the queues just added."""
+        consumer = self.consumer
+        if consumer is None or not self.lazy:
+            return
+        try:
+            Producer(consumer.task_consumer.channel, auto_declare=False).publish(
+                b"", exchange="", routing_key=self.nudge_queue, serializer=None, content_type="text/plain",
+                content_encoding="utf-8", retry=False)
+        except Exception:  # the queue is consumed anyway, from the next BRPOP (at most its timeout later)
+            logger.warning("could not nudge the consumer", exc_info=True)
 
     def stop(self, queue: str) -> None:
+        if self.consumer is not None and self.lazy and not self.consuming(queue):
+            self.nap(queue)  # napping already: nothing to cancel, and no log line
+            return
         if self.consumer is not None:
             try:
                 self.consumer.cancel_task_queue(queue)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,9 @@ class Hosted:
     retired: set[str] = field(default_factory=set)  # aliases whose old queue is done and deleted
     stopping: bool = False  # stop_worker: release as soon as its accepted requests are done
     suspects: set[str] = field(default_factory=set)  # accepted ids with no message last time we looked
+    asleep: bool = False  # its queue naps (not consumed): a request rings for it (naps.py)
+    napping: bool = False  # a nap is scheduled on the event loop
+    kept: float = 0.0  # when its lease was last renewed (monotonic)
 
     def as_ref(self) -> Ref:
         ref = Ref({REF_KEY: self.ref, "device": self.device, "bytes": self.size})
@@ -58,6 +61,10 @@ class Hosted:
     def leases(self) -> list[tuple[str, str]]:
         """(name, token) of every registration this group holds."""
         return [(self.group, self.token), *[(alias, tok) for alias, (tok, _) in self.aliases.items()]]
+
+    def live_aliases(self) -> bool:
+        """Whether an old name's queue is still consumed (a renamed group drains it first)."""
+        return any(alias not in self.retired for alias in self.aliases)
 
     def queues(self) -> list[str]:
         """Every queue this group is consumed from (the current one, then live aliases')."""
@@ -120,7 +127,8 @@ class HostedTable:
             self._groups[new] = h
             self._by_name[new] = h
 
-    def leases(self) -> list[tuple[str, str]]:
-        """(name, token) of every registration held, read under the lock (never half-renamed)."""
+    def leases(self, where: Callable[[Hosted], bool] | None = None) -> list[tuple[str, str]]:
+        """(name, token) of every registration held (of the groups ``where`` selects), read under the
+        lock (never half-renamed)."""
         with self._lock:
-            return [lease for h in self._groups.values() for lease in h.leases()]
+            return [lease for h in self._groups.values() if where is None or where(h) for lease in h.leases()]

@@ -7,6 +7,13 @@ idle groups and rolling groups whose journal is due for a checkpoint.
 Anything that touches the consumer or executes requests is handed to the
 worker's event loop (``GroupQueues.soon``).
 
+On kombu's Redis transport an idle group's queue naps (``naps.py``): the
+beat picks groups idle for ``nap_after``, the event loop naps them
+(``nap.lua``, then the queue is no longer consumed); a ring on the host's
+bell (a request accepted for a napping group) or the beat's sweep (a message
+in a napping queue) wakes them.  Napping groups are renewed rarely, so a
+beat costs O(awake groups) in Redis, not O(hosted groups).
+
 A rolling group is never reset by a worker going away: when no other
 persistent worker can take it (warm shutdown, drain, a cancelled queue, a
 failed restart) it is parked with its state and its requests, and the next
@@ -32,12 +39,13 @@ from ..inbox import Command, CommandKind
 from ..metrics import Metrics
 from ..placement import Placer
 from ..protocol import Adopted, ParkStatus, Placement, UnhostStatus
-from ..queues import queue_depths
+from ..queues import queue_depths, waiting
 from ..registry import Registry
 from ..store import REF_KEY, MessageStore, Ref
 from .cache import Msg1Cache
 from .consumer import GroupQueues
 from .hosted import Hosted, HostedTable
+from .naps import Bell, NapRegistry
 from .runner import Runner
 from .state import GroupState
 
@@ -46,6 +54,9 @@ logger = logging.getLogger(__name__)
 TOUCH_EVERY = 60
 """Beats between renewals of the stored Msg1s' TTL (days long): not every second."""
 
+SWEEP_BATCH = 5000
+"""Napping queues looked at in one round trip of the sweep."""
+
 
 class Host:
     """The groups hosted by this worker process (one per ``--persistent`` worker)."""
@@ -53,7 +64,9 @@ class Host:
     def __init__(self, events: Events, hostname: str, registry: Registry, store: MessageStore, placer: Placer,
                  devices: DeviceRegistry, metrics: Metrics, table: HostedTable, cache: Msg1Cache,
                  queues: GroupQueues, default_timeout: float, dispatcher: Dispatcher,
-                 reserved_groups: Callable[[], set[str]] = set, *, state: GroupState) -> None:
+                 reserved_groups: Callable[[], set[str]] = set, *, state: GroupState,
+                 naps: NapRegistry | None = None, nap_after: float = 5.0, sweep_interval: float = 5.0,
+                 gap: float = 1.5) -> None:
         self.events = events
         self.app = queues.app
         self.dispatcher = dispatcher
@@ -72,6 +85,13 @@ class Host:
         self.runner: Runner | None = None  # attached by attach(): it calls back into restart()
         self.draining = False
         self._beats = 0
+        self.naps = naps if naps is not None else NapRegistry(registry, hostname)
+        self.nap_after = nap_after
+        self.sweep_interval = sweep_interval
+        self.gap = gap  # a pause this long between renewals: renew napping groups too (pulse.lua cut them)
+        self.bell = Bell(self.naps, self.ring)
+        self._kept_at = time.monotonic()
+        self._swept_at = time.monotonic()
 
     def hosts_queue(self, queue: str) -> bool:
         return any(queue in h.queues() for h in self.table.all())
@@ -86,16 +106,16 @@ class Host:
     # -- wiring -------------------------------------------------------------------
 
     def bind(self, consumer: object) -> None:
-        """Called when the worker's consumer (re)starts: consume hosted queues again."""
-        self.queues.bind(consumer, [q for h in self.table.all() for q in h.queues()])
+        """Called when the worker's consumer (re)starts: consume hosted queues again (napping ones stay
+        napping: their bell is set in Redis)."""
+        self.queues.bind(consumer, [q for h in self.table.all() if not h.asleep for q in h.queues()])
+        if self.queues.lazy:
+            self.bell.start()
 
     # -- the lease thread's beat --------------------------------------------------
 
     def tick(self) -> None:
-        leases = self.table.leases()
-        for (name, token), ok in zip(leases, self.registry.renew(leases), strict=True):
-            if not ok:
-                self._lost(name, token)
+        self._renew()
         self.registry.heartbeat(self.hostname, self.load())
         self._beats += 1
         hosted = self.table.all()
@@ -107,12 +127,117 @@ class Host:
         if adopted:
             self.queues.soon(partial(self._activate, adopted))
         now = time.monotonic()
+        if self.queues.lazy:
+            self._sweep(hosted, now)
+            self._pick_naps(hosted, now)
         for h in hosted:
             self._upkeep(h, now)
 
+    def _renew(self) -> None:
+        """Renew the leases of awake groups, and of napping groups every third of their lease (all of them
+        after a gap in this host's renewals: the registry may have cut long leases, pulse.lua)."""
+        now = time.monotonic()
+        every = self.naps.nap_lease / 3
+        gap = now - self._kept_at > self.gap
+        due = [h for h in self.table.all() if not h.asleep or gap or now - h.kept >= every]
+        names = {h.group for h in due}
+        leases = self.table.leases(lambda h: h.group in names)
+        kept = self.naps.keep(leases)
+        self._kept_at = now
+        for h in due:
+            h.kept = now
+        for (name, token), ok in zip(leases, kept, strict=True):
+            if not ok:
+                self._lost(name, token)
+
+    # -- napping (kombu's Redis transport) --------------------------------------------
+
+    def _pick_naps(self, hosted: list[Hosted], now: float) -> None:
+        """Groups idle for ``nap_after`` nap, on the event loop (one batch per beat)."""
+        if self.draining:
+            return
+        batch = [h for h in hosted if not h.asleep and not h.napping and not h.releasing and not h.stopping
+                 and now - h.last >= self.nap_after and not h.live_aliases()]
+        if batch:
+            for h in batch:
+                h.napping = True
+            self.queues.soon(partial(self.nap, batch))
+
+    def nap(self, batch: list[Hosted]) -> None:
+        """Stop consuming idle groups' queues (on the event loop): each only if none of its requests is
+        accepted (nap.lua), which then makes the next request ring."""
+        live = [h for h in batch if self.table.lookup(h.group) is h and not h.releasing]
+        for h in live:
+            h.asleep = True  # first: a ring (only possible once nap.lua has run) sets it back
+        try:
+            napped = self.naps.nap([(h.group, h.token) for h in live])
+        except Exception:
+            logger.warning("could not nap %d idle group(s); retrying later", len(live), exc_info=True)
+            napped = [0] * len(live)
+        now = time.monotonic()
+        for h in batch:
+            h.napping = False
+        for h, status in zip(live, napped, strict=True):
+            if status == 1:
+                h.kept = now
+                self.queues.nap(h.queue)
+                continue
+            h.asleep = False
+            h.last = now  # busy again: look at it after another nap_after
+            if status < 0:
+                self._lost(h.group, h.token)
+
+    def ring(self, names: list[str]) -> None:
+        """The bell rang for ``names`` (the bell's thread): they are awake from now on (renewed on every
+        beat), and consumed again on the event loop."""
+        now = time.monotonic()
+        woken = []
+        for name in dict.fromkeys(names):
+            h = self.table.lookup(name)
+            if h is not None and h.asleep:
+                h.asleep = False
+                h.last = now
+                woken.append(h)
+        if woken:
+            self.queues.soon(partial(self.rouse, woken))
+
+    def rouse(self, woken: list[Hosted]) -> None:
+        """Consume woken groups' queues again (on the event loop), and have the next BRPOP name them."""
+        queues = [h.queue for h in woken if self.table.lookup(h.group) is h and not h.asleep]
+        if queues:
+            self.queues.consume(*queues, quiet=True)  # thousands wake: no log line each
+            self.queues.nudge()
+
+    def _sweep(self, hosted: list[Hosted], now: float) -> None:
+        """Every ``sweep_interval``: napping queues holding a message (put there without a ring: a
+        hand-back, a re-publish) are woken; their bell is taken down (keep.lua "wake")."""
+        if now - self._swept_at < self.sweep_interval:
+            return
+        self._swept_at = now
+        asleep = {h.queue: h for h in hosted if h.asleep}
+        if not asleep:
+            return
+        names = list(asleep)
+        found: list[str] = []
+        for first in range(0, len(names), SWEEP_BATCH):
+            found.extend(waiting(self.app, names[first:first + SWEEP_BATCH]))
+        woken = [asleep[q] for q in found if asleep[q].asleep]
+        if not woken:
+            return
+        logger.info("waking %d napping group(s) with messages and no ring", len(woken))
+        for h in woken:
+            h.asleep = False
+            h.last = now
+        kept = self.naps.keep([(h.group, h.token) for h in woken], wake=[h.group for h in woken])
+        for h, ok in zip(woken, kept, strict=True):
+            if not ok:
+                self._lost(h.group, h.token)
+        self.queues.soon(partial(self.rouse, woken))
+
     def _upkeep(self, h: Hosted, now: float) -> None:
         """One group on the beat: retire drained old names, checkpoint a due journal, end it if idle or stopped."""
-        self._retire_aliases(h)
+        if h.aliases:
+            self._retire_aliases(h)
         if h.releasing:
             return
         if self._flush_due(h, now):
@@ -324,6 +449,7 @@ class Host:
 
     def shutdown(self) -> None:
         """Warm shutdown: hand every hosted group to another persistent worker."""
+        self.bell.stop()
         self.registry.leave(self.hostname)
         self.hand_off_all()
 

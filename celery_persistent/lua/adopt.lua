@@ -16,6 +16,7 @@ if f[1] ~= 'hosted' or f[2] ~= ARGV[2] then
   return {'stale'}
 end
 redis.call('HSET', KEYS[1], 'state', 'active')
+redis.call('HDEL', KEYS[1], 'bell', 'bell_ms')  -- a new host consumes the queue at first (nap.lua)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 local result = {'ok', f[3], f[4], f[5], f[6] or '0', f[7] or '0', f[8] or '', f[9] or '0',
                 f[10] or 'ignore'}

@@ -29,7 +29,7 @@ if ARGV[9] == '' then
 elseif current ~= ARGV[9] then
   return {'busy', 'changed'}
 end
-redis.call('HDEL', KEYS[1], 'task_id', 'key', 'request', 'target', 'stop', 'running')
+redis.call('HDEL', KEYS[1], 'task_id', 'key', 'request', 'target', 'stop', 'running', 'bell', 'bell_ms')
 redis.call('HSET', KEYS[1], 'mode', 'hosted', 'token', ARGV[2], 'host', ARGV[3], 'queue', ARGV[4],
            'ref', ARGV[5], 'static', ARGV[6], 'timeout', ARGV[7], 'state', 'placing',
            'device', ARGV[10], 'last', now, 'bytes', ARGV[11], 'errors', ARGV[12])

@@ -15,7 +15,9 @@
 -- ARGV[9] the group of Msg1 alone, with KEYS[9..16]
 -- Returns one of these, then the group it registered with:
 --   {"wait", id executing the same key}
---   {"hosted", queue, msg1 ref, host}  (publish to the group's queue)
+--   {"hosted", queue, msg1 ref, host}  (publish to the group's queue; if the host naps the
+--                                      queue, the group's name is pushed onto the host's bell
+--                                      LIST named by the owner's "bell" field: see nap.lua)
 --   {"moved", new group}               (a rolling worker re-registered)
 --   {"queued", current owner id}       (runs after the owner, in order)
 --   {"leader", task id[, owner token]} (caller publishes it; the token is given on "a"
@@ -66,7 +68,18 @@ local function register(K, group, flags)
     redis.call('HSET', K[2], ARGV[2], ARGV[3])
     redis.call('ZADD', K[6], redis.call('HINCRBY', K[1], 'seq', 1), ARGV[3])
     redis.call('HSET', K[7], ARGV[3], ARGV[6])
-    local f = redis.call('HMGET', K[1], 'queue', 'ref', 'host')
+    local f = redis.call('HMGET', K[1], 'queue', 'ref', 'host', 'bell', 'bell_ms')
+    if f[4] then
+      -- The host naps this group's queue (nap.lua): ring once for it, and a dead
+      -- host's group is recovered within one lease, not its napping lease.
+      redis.call('HDEL', K[1], 'bell', 'bell_ms')
+      redis.call('RPUSH', f[4], group)
+      local cap = now + tonumber(f[5])
+      local held = redis.call('ZSCORE', K[5], group)
+      if held and tonumber(held) > cap then
+        redis.call('ZADD', K[5], cap, group)
+      end
+    end
     return {'hosted', f[1], f[2], f[3]}
   end
   if mode then

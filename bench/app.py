@@ -18,11 +18,12 @@ from celery_singleton import Singleton
 from celery_persistent import Device, Persistent
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", REDIS_URL)  # RabbitMQ for the groups scenario's other broker
 PREFIX = os.environ.get("BENCH_PREFIX", "cpbench")
 DEFAULT_QUEUE = f"{PREFIX}.q"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-app = Celery("bench", broker=REDIS_URL, backend=REDIS_URL)
+app = Celery("bench", broker=BROKER_URL, backend=REDIS_URL)
 app.conf.update(
     task_default_queue=DEFAULT_QUEUE,
     task_serializer="json",

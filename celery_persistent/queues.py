@@ -95,19 +95,17 @@ def brpop_costs(transport: Any) -> bool:
 
 WAITING_SCRIPT = """
 local found = {}
+local s1, s2, s3 = ARGV[1], ARGV[2], ARGV[3]
 for i, key in ipairs(KEYS) do
-  local n = redis.call('LLEN', key)
-  for _, suffix in ipairs(ARGV) do
-    n = n + redis.call('LLEN', key .. suffix)
-  end
-  if n > 0 then
+  if redis.call('EXISTS', key, key .. s1, key .. s2, key .. s3) > 0 then
     found[#found + 1] = i
   end
 end
 return found
 """
-"""KEYS: queue lists; ARGV: the suffixes of their priority lists. Returns the (1-based) positions of those
-holding a message.  The priority lists' names are built here: kombu's Redis transport is single-server."""
+"""KEYS: queue lists; ARGV: the suffixes of their three priority lists. Returns the (1-based) positions of
+those holding a message (Redis deletes an empty list, so a list that exists holds one): one call per queue.
+The priority lists' names are built here: kombu's Redis transport is single-server."""
 
 
 def waiting(app: Celery, names: list[str]) -> list[str]:
@@ -122,6 +120,7 @@ def waiting(app: Celery, names: list[str]) -> list[str]:
         channel = conn.default_channel
         prefix = str(getattr(channel, "global_keyprefix", "") or "")
         suffixes = [f"{channel.sep}{pri}" for pri in channel.priority_steps if pri]
+        suffixes = (suffixes + suffixes[-1:] * 3)[:3] if suffixes else ["", "", ""]  # the script takes three
         with channel.conn_or_acquire() as client:
             raw = redis.Redis(connection_pool=client.connection_pool)  # unprefixed: names are prefixed here
             found = raw.eval(WAITING_SCRIPT, len(names), *[prefix + n for n in names], *suffixes)

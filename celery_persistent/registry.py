@@ -331,9 +331,18 @@ class Registry:
         return Placed(status, token=token, host=where.host, queue=where.queue)
 
     def adopt(self, group: str, host: str) -> Adopted | None:
-        keys = [self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group),
-                self.keys.hosted_records(group), self.keys.journal(group)]
-        reply = self._scripts["adopt"](keys=keys, args=[group, host, self.lease_ms])
+        return self.adopt_many([group], host)[0]
+
+    def adopt_many(self, groups: list[str], host: str) -> list[Adopted | None]:
+        """``adopt`` for many groups in one round trip (a worker takes thousands up at once)."""
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            keys = [self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group),
+                    self.keys.hosted_records(group), self.keys.journal(group)]
+            self._scripts["adopt"](keys=keys, args=[group, host, self.lease_ms], client=pipe)
+        return [self._adopted(group, host, reply) for group, reply in zip(groups, pipe.execute(), strict=True)]
+
+    def _adopted(self, group: str, host: str, reply: Any) -> Adopted | None:
         if _text(reply[0]) != "ok":
             return None
         token, queue, ref, static, timeout, device, size, errors, policy = (_text(x) for x in reply[1:10])
@@ -494,7 +503,13 @@ class Registry:
 
     def live_workers(self) -> list[tuple[str, int]]:
         """(hostname, hosted group count) of persistent workers that take new groups."""
-        names = [_text(h) for h in self.client.zrangebyscore(self.keys.workers(), self.server_ms(), "+inf")]
+        # The server's clock and the heartbeats in one round trip (each placement asks: 10,000 at once, issue 12).
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(self.keys.workers(), 0, -1, withscores=True)
+        (seconds, micros), beats = pipe.execute()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        names = [_text(h) for h, deadline in beats if deadline >= now]
         if not names:
             return []
         pipe = self.client.pipeline(transaction=False)

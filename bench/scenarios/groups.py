@@ -244,3 +244,188 @@ def plot(result: Result, path: Any) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -- many groups on one worker (issue 12, target 1): a subprocess per broker ------------------------
+
+SCALE_GROUPS = 10_000
+SCALE_RATIO_TARGET = 0.8
+IDLE_CPU_TARGET = 0.01
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def _redis_cpu(client: Any) -> float:
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+PLACED_CALLS: list[float] = []
+PLACING_PROCESSES = 2
+PLACING_THREADS = 6
+
+
+def _place_slice(tag: str, indexes: list[int]) -> int:
+    """start_worker for ``indexes`` from PLACING_THREADS threads (in one client process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.app import persistent
+
+    with ThreadPoolExecutor(PLACING_THREADS) as pool:
+        return len(list(pool.map(lambda i: persistent.start_worker(msg1(tag, i), OPTS), indexes, chunksize=64)))
+
+
+def _place_many(tag: str, first: int, count: int) -> float:
+    """start_worker for groups ``first..count-1`` from PLACING_PROCESSES client processes (the calls are
+    CPU-bound in the client: one process's GIL was the limit); seconds until all adopted.  The seconds the
+    calls alone took are appended to PLACED_CALLS."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    indexes = list(range(first, count))
+    slices = [indexes[k::PLACING_PROCESSES] for k in range(PLACING_PROCESSES)]
+    with ProcessPoolExecutor(PLACING_PROCESSES, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_place_slice, [tag] * PLACING_PROCESSES, [[] for _ in slices]))  # started and imported
+        began = time.perf_counter()
+        list(pool.map(_place_slice, [tag] * PLACING_PROCESSES, slices))
+        PLACED_CALLS.append(time.perf_counter() - began)
+    wait_until(lambda: sum(hosted_counts().values()) >= count, 120, 0.1, f"{count} groups adopted")
+    return time.perf_counter() - began
+
+
+def _consumed(hostname: str) -> int:
+    from bench.app import app
+
+    replies = app.control.inspect([hostname], timeout=5).active_queues() or {}
+    return len(replies.get(hostname, []))
+
+
+def _idle(worker: Any, seconds: float) -> dict[str, float]:
+    """CPU share of one core used by the worker process and by redis-server over ``seconds`` of no traffic."""
+    from bench.app import counters
+
+    client = counters()
+    w0, r0, t0 = cpu_seconds(worker.pid), _redis_cpu(client), time.perf_counter()
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - t0
+    return {"worker": (cpu_seconds(worker.pid) - w0) / elapsed, "redis": (_redis_cpu(client) - r0) / elapsed,
+            "seconds": elapsed}
+
+
+def _drop_rabbit_queues(names: list[str]) -> None:
+    from kombu import Connection
+
+    with Connection(RABBIT_URL) as conn:
+        channel = conn.channel()
+        for name in names:
+            try:
+                channel.queue_delete(name)
+            except conn.channel_errors:
+                channel = conn.channel()
+
+
+def scale_run(logdir: Any, groups: int, rounds: int, n: int) -> dict[str, Any]:
+    """One persistent worker: throughput to one group with 1 group hosted, then with ``groups`` hosted
+    (to that group, and round-robin over 10 active ones); placement time; idle CPU of the worker and Redis."""
+    from bench.app import BROKER_URL, PREFIX, persistent
+
+    tag = "s"
+    one = lambda i: persistent.resolve.delay(msg1(tag, 0), {"path": "run", "n": i})  # noqa: E731
+    ten = lambda i: persistent.resolve.delay(msg1(tag, i % 10), {"path": "run", "n": i})  # noqa: E731
+    out: dict[str, Any] = {"broker": "rabbitmq" if BROKER_URL.startswith("amqp") else "redis", "groups": groups}
+    with Fleet(logdir) as fleet:
+        [worker] = fleet.start({"queues": [f"{PREFIX}.unused"], "persistent": True})
+        out["idle_empty"] = _idle(worker, 5)
+        _place_many(tag, 0, 10)
+        burst(one, 50)
+        out["base"] = [burst(one, n)[0] for _ in range(rounds)]
+        out["base_ten"] = [burst(ten, n)[0] for _ in range(rounds)]
+        out["place_s"] = _place_many(tag, 10, groups)
+        out["place_calls_s"] = PLACED_CALLS[-1]
+        # Idle: every group's queue napped (Redis), or all consumed (RabbitMQ).
+        settle = time.perf_counter()
+        if out["broker"] == "redis":
+            wait_until(lambda: _consumed(worker.hostname) < 5, 120, 1.0, "idle group queues to nap")
+        out["settle_s"] = time.perf_counter() - settle
+        out["consumed_idle"] = _consumed(worker.hostname)
+        out["idle"] = [_idle(worker, 10) for _ in range(2)]
+        burst(one, 50)
+        out["many"] = [burst(one, n)[0] for _ in range(rounds)]
+        out["many_ten"] = [burst(ten, n)[0] for _ in range(rounds)]
+        out["lost_groups_logged"] = worker.logfile.read_text(errors="replace").count("lost group")
+        out["hosted"] = sum(hosted_counts().values())
+        fleet.kill()
+    if out["broker"] == "rabbitmq":
+        _drop_rabbit_queues([f"{PREFIX}.g.t-{tag}-{i}" for i in range(groups)])
+    wipe(PREFIX)
+    return out
+
+
+class PrivateRedis:
+    """A redis-server of this scenario alone, so that its CPU figure is ours (the shared one serves others)."""
+
+    def __init__(self, workdir: Any) -> None:
+        import socket
+        import subprocess
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"redis://127.0.0.1:{self.port}/12"
+        import redis
+
+        wait_until(lambda: self._ping(redis), 10, 0.1, "the private redis-server")
+
+    def _ping(self, redis: Any) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port).ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def scale(ctx: Context) -> dict[str, Any]:
+    """The many-groups run on each broker, each in a subprocess with its own broker settings."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.support import port_open
+
+    groups = ctx.pick(2000, SCALE_GROUPS)
+    runs: dict[str, Any] = {}
+    if shutil.which("redis-server") is None:
+        return {"skipped": "no redis-server on PATH (the scenario runs its own, to measure its CPU alone)"}
+    private = PrivateRedis(ctx.logdir)
+    try:
+        brokers = {"redis": private.url}
+        if port_open("127.0.0.1", 5672):
+            brokers["rabbitmq"] = RABBIT_URL
+        for name, url in brokers.items():
+            env = {**os.environ, "BENCH_REDIS_URL": private.url, "BENCH_BROKER_URL": url}
+            done = subprocess.run([sys.executable, "-m", "bench.scenarios.groups", str(ctx.logdir), str(groups),
+                                   str(ctx.pick(2, 3)), str(ctx.pick(300, 500))],
+                                  env=env, capture_output=True, text=True, timeout=1800)
+            if done.returncode != 0:
+                runs[name] = {"error": done.stderr[-2000:]}
+                continue
+            runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        private.stop()
+    return runs
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    logdir, count, rounds_, n_ = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    print(json.dumps(scale_run(logdir, count, rounds_, n_)))

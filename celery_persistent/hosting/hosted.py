@@ -77,12 +77,32 @@ class HostedTable:
     def __init__(self) -> None:
         self._groups: OrderedDict[str, Hosted] = OrderedDict()
         self._by_name: dict[str, Hosted] = {}
+        self._awake: dict[int, Hosted] = {}  # by id(): the groups whose queue is consumed (not napping)
         self._lock = threading.RLock()
 
     def add(self, h: Hosted) -> None:
         with self._lock:
             self._groups[h.group] = h
             self._by_name[h.group] = h
+            if not h.asleep:
+                self._awake[id(h)] = h
+
+    def set_asleep(self, h: Hosted, asleep: bool) -> bool:
+        """Mark ``h`` napping or awake; False if it already was (another thread did it)."""
+        with self._lock:
+            if h.asleep == asleep:
+                return False
+            h.asleep = asleep
+            if asleep:
+                self._awake.pop(id(h), None)
+            elif self._groups.get(h.group) is h:
+                self._awake[id(h)] = h
+            return True
+
+    def awake(self) -> list[Hosted]:
+        """A snapshot of the groups whose queue is consumed: a beat's work is O(these), not O(all)."""
+        with self._lock:
+            return list(self._awake.values())
 
     def lookup(self, name: str) -> Hosted | None:
         with self._lock:
@@ -107,6 +127,7 @@ class HostedTable:
             if self._groups.get(h.group) is not h:
                 return False
             del self._groups[h.group]
+            self._awake.pop(id(h), None)
             for name in (h.group, *h.aliases):
                 if self._by_name.get(name) is h:
                     del self._by_name[name]

@@ -57,6 +57,12 @@ TOUCH_EVERY = 60
 SWEEP_BATCH = 5000
 """Napping queues looked at in one round trip of the sweep."""
 
+ADOPT_BATCH = 500
+"""Groups adopted in one round trip."""
+
+FULL_EVERY = 5
+"""Beats between looks at napping groups (idle timeout, stop, due renewal) on kombu's Redis transport."""
+
 
 class Host:
     """The groups hosted by this worker process (one per ``--persistent`` worker)."""
@@ -92,6 +98,7 @@ class Host:
         self.bell = Bell(self.naps, self.ring)
         self._kept_at = time.monotonic()
         self._swept_at = time.monotonic()
+        self._sums: tuple[int, int] | None = None  # cache bytes used, executions: refreshed on full beats
 
     def hosts_queue(self, queue: str) -> bool:
         return any(queue in h.queues() for h in self.table.all())
@@ -115,48 +122,51 @@ class Host:
     # -- the lease thread's beat --------------------------------------------------
 
     def tick(self) -> None:
-        self._renew()
-        self.registry.heartbeat(self.hostname, self.load())
+        """One beat.  Napping groups are looked at every ``FULL_EVERY`` beats (and after a gap), the
+        others on every beat: with thousands napping, a beat costs O(awake groups)."""
+        now = time.monotonic()
+        gap = now - self._kept_at > self.gap
+        full = gap or self._beats % FULL_EVERY == 0 or not self.queues.lazy
+        groups = self.table.all() if full else self.table.awake()
+        self._renew(groups, now, gap)
+        self.registry.heartbeat(self.hostname, self.load(full))
         self._beats += 1
-        hosted = self.table.all()
         if self._beats % TOUCH_EVERY == 1:
-            self.store.touch([h.ref for h in hosted])
+            self.store.touch([h.ref for h in self.table.all()])
         if not self.draining:
             self._unpark()
-        adopted = [a for a in (self._handle(raw) for raw in self.registry.take_inbox(self.hostname)) if a]
+        placed = [group for group in (self._handle(raw) for raw in self.registry.take_inbox(self.hostname)) if group]
+        adopted = self._adopt(placed)
         if adopted:
             self.queues.soon(partial(self._activate, adopted))
-        now = time.monotonic()
         if self.queues.lazy:
-            self._sweep(hosted, now)
-            self._pick_naps(hosted, now)
-        for h in hosted:
+            self._sweep(now)
+            self._pick_naps(groups, now)
+        for h in groups:
             self._upkeep(h, now)
 
-    def _renew(self) -> None:
+    def _renew(self, groups: list[Hosted], now: float, gap: bool) -> None:
         """Renew the leases of awake groups, and of napping groups every third of their lease (all of them
         after a gap in this host's renewals: the registry may have cut long leases, pulse.lua)."""
-        now = time.monotonic()
         every = self.naps.nap_lease / 3
-        gap = now - self._kept_at > self.gap
-        due = [h for h in self.table.all() if not h.asleep or gap or now - h.kept >= every]
-        names = {h.group for h in due}
-        leases = self.table.leases(lambda h: h.group in names)
+        due = {id(h) for h in groups if not h.asleep or gap or now - h.kept >= every}
+        leases = self.table.leases(lambda h: id(h) in due) if len(due) != len(self.table) else self.table.leases()
         kept = self.naps.keep(leases)
         self._kept_at = now
-        for h in due:
-            h.kept = now
+        for h in groups:
+            if id(h) in due:
+                h.kept = now
         for (name, token), ok in zip(leases, kept, strict=True):
             if not ok:
                 self._lost(name, token)
 
     # -- napping (kombu's Redis transport) --------------------------------------------
 
-    def _pick_naps(self, hosted: list[Hosted], now: float) -> None:
+    def _pick_naps(self, groups: list[Hosted], now: float) -> None:
         """Groups idle for ``nap_after`` nap, on the event loop (one batch per beat)."""
         if self.draining:
             return
-        batch = [h for h in hosted if not h.asleep and not h.napping and not h.releasing and not h.stopping
+        batch = [h for h in groups if not h.asleep and not h.napping and not h.releasing and not h.stopping
                  and now - h.last >= self.nap_after and not h.live_aliases()]
         if batch:
             for h in batch:
@@ -168,7 +178,7 @@ class Host:
         accepted (nap.lua), which then makes the next request ring."""
         live = [h for h in batch if self.table.lookup(h.group) is h and not h.releasing]
         for h in live:
-            h.asleep = True  # first: a ring (only possible once nap.lua has run) sets it back
+            self.table.set_asleep(h, True)  # first: a ring (only possible once nap.lua has run) sets it back
         try:
             napped = self.naps.nap([(h.group, h.token) for h in live])
         except Exception:
@@ -177,15 +187,19 @@ class Host:
         now = time.monotonic()
         for h in batch:
             h.napping = False
+        busy = []
         for h, status in zip(live, napped, strict=True):
             if status == 1:
                 h.kept = now
                 self.queues.nap(h.queue)
                 continue
-            h.asleep = False
+            self.table.set_asleep(h, False)
             h.last = now  # busy again: look at it after another nap_after
             if status < 0:
                 self._lost(h.group, h.token)
+            else:
+                busy.append(h.queue)
+        self.queues.consume(*busy)  # those consumed already are left as they are
 
     def ring(self, names: list[str]) -> None:
         """The bell rang for ``names`` (the bell's thread): they are awake from now on (renewed on every
@@ -194,8 +208,7 @@ class Host:
         woken = []
         for name in dict.fromkeys(names):
             h = self.table.lookup(name)
-            if h is not None and h.asleep:
-                h.asleep = False
+            if h is not None and self.table.set_asleep(h, False):
                 h.last = now
                 woken.append(h)
         if woken:
@@ -208,25 +221,24 @@ class Host:
             self.queues.consume(*queues, quiet=True)  # thousands wake: no log line each
             self.queues.nudge()
 
-    def _sweep(self, hosted: list[Hosted], now: float) -> None:
+    def _sweep(self, now: float) -> None:
         """Every ``sweep_interval``: napping queues holding a message (put there without a ring: a
         hand-back, a re-publish) are woken; their bell is taken down (keep.lua "wake")."""
         if now - self._swept_at < self.sweep_interval:
             return
         self._swept_at = now
-        asleep = {h.queue: h for h in hosted if h.asleep}
+        asleep = {h.queue: h for h in self.table.all() if h.asleep}
         if not asleep:
             return
         names = list(asleep)
         found: list[str] = []
         for first in range(0, len(names), SWEEP_BATCH):
             found.extend(waiting(self.app, names[first:first + SWEEP_BATCH]))
-        woken = [asleep[q] for q in found if asleep[q].asleep]
+        woken = [asleep[q] for q in found if self.table.set_asleep(asleep[q], False)]
         if not woken:
             return
         logger.info("waking %d napping group(s) with messages and no ring", len(woken))
         for h in woken:
-            h.asleep = False
             h.last = now
         kept = self.naps.keep([(h.group, h.token) for h in woken], wake=[h.group for h in woken])
         for h, ok in zip(woken, kept, strict=True):
@@ -275,10 +287,14 @@ class Host:
         finally:
             h.flushing = False
 
-    def load(self) -> dict[str, int]:
-        hosted = self.table.all()
-        return {"groups": len(hosted), "cache_bytes": self.cache.used(), "max_cache_bytes": self.cache.max_bytes,
-                "executions": sum(h.executions for h in hosted), "draining": int(self.draining)}
+    def load(self, full: bool = True) -> dict[str, int]:
+        """What the heartbeat reports; the sums over every group are taken on full beats only."""
+        if full or self._sums is None:
+            hosted = self.table.all()
+            self._sums = (self.cache.used(), sum(h.executions for h in hosted))
+        used, executions = self._sums
+        return {"groups": len(self.table), "cache_bytes": used, "max_cache_bytes": self.cache.max_bytes,
+                "executions": executions, "draining": int(self.draining)}
 
     def _retire_aliases(self, h: Hosted) -> None:
         """Stop consuming an old name's queue once its accepted requests are done.
@@ -307,8 +323,8 @@ class Host:
 
     # -- the inbox ------------------------------------------------------------------
 
-    def _handle(self, raw: str) -> tuple[Hosted, Adopted] | None:
-        """Handle one inbox command; a group placed here is adopted and returned."""
+    def _handle(self, raw: str) -> str | None:
+        """Handle one inbox command; the name of a group placed here is returned, for ``_adopt``."""
         try:
             command = Command.decode(raw)
         except PersistentError:
@@ -325,15 +341,23 @@ class Host:
             if h is not None:
                 h.stopping = True  # released on this beat or, if busy, a later one
             return None
-        return self._adopt(command.group)
+        return command.group
 
-    def _adopt(self, group: str) -> tuple[Hosted, Adopted] | None:
-        if self.draining and self.placer.pass_on(group, self.hostname):
-            return None
-        adopted = self.registry.adopt(group, self.hostname)
-        if adopted is None:
-            logger.info("group %s was placed elsewhere before this worker took it", group)
-            return None
+    def _adopt(self, groups: list[str]) -> list[tuple[Hosted, Adopted]]:
+        """Adopt the groups placed here (a draining worker passes them on), ADOPT_BATCH per round trip."""
+        if self.draining:
+            groups = [group for group in groups if not self.placer.pass_on(group, self.hostname)]
+        out = []
+        for first in range(0, len(groups), ADOPT_BATCH):
+            batch = groups[first:first + ADOPT_BATCH]
+            for group, adopted in zip(batch, self.registry.adopt_many(batch, self.hostname), strict=True):
+                if adopted is None:
+                    logger.info("group %s was placed elsewhere before this worker took it", group)
+                    continue
+                out.append((self._hosted(group, adopted), adopted))
+        return out
+
+    def _hosted(self, group: str, adopted: Adopted) -> Hosted:
         where = adopted.where
         h = Hosted(group=group, token=adopted.token, queue=where.queue, device=where.device, static=where.static,
                    timeout=where.timeout or self.default_timeout, ref=where.ref, size=where.size,
@@ -341,7 +365,7 @@ class Host:
                    journaled=adopted.journaled, journaled_at=time.monotonic() if adopted.journaled else 0.0)
         # Known (and renewed by this beat) from now on, before its queue is consumed.
         self.table.add(h)
-        return h, adopted
+        return h
 
     # -- adoption, release, hand-off ---------------------------------------------------
 
@@ -364,7 +388,13 @@ class Host:
             for h, records in backlogs:
                 if records:
                     self.runner.run_record(h, records.popleft())
-        self.queues.consume(*[h.queue for h, _ in batch])
+        if not self.queues.lazy:
+            self.queues.consume(*[h.queue for h, _ in batch])
+            return
+        # On kombu's Redis transport a group with nothing to run naps from the start (nap.lua
+        # refuses one whose requests are accepted already: that one is consumed).
+        self.queues.consume(*[h.queue for h, adopted in batch if adopted.unfinished])
+        self.nap([h for h, adopted in batch if not adopted.unfinished])
 
     def release(self, h: Hosted, reason: str, force: bool = False) -> None:
         """End a group: timeout hook, unregister if idle, stop consuming.

@@ -16,7 +16,7 @@ from .context import current_stack
 from .device import Device, DeviceRegistry, has_own_grouper
 from .errors import InvalidOptions
 from .grouping import default_group, normalise
-from .messages import digest, validate
+from .messages import KnownMessage, fingerprint
 from .store import MessageStore, as_ref, is_ref
 
 
@@ -55,12 +55,11 @@ def plan(
         msg1 = as_ref(msg1)
         msg1_digest, msg1_size = msg1.digest, msg1.size
     else:
-        msg1_encoded = validate(msg1, "msg1", max_bytes)
-        msg1_digest, msg1_size = digest(msg1_encoded), len(msg1_encoded)
-    msg2_encoded = validate(msg2, "msg2", max_bytes)
+        msg1_digest, msg1_size = fingerprint(msg1, "msg1", max_bytes)
+    key = fingerprint(msg2, "msg2", max_bytes).digest
     device = devices.for_message(msg1)
     method = devices.method(device, msg2)
-    content = Lazy(lambda: store.get(msg1) if is_ref(msg1) else msg1)
+    content = Lazy(lambda: store.get(msg1) if is_ref(msg1) else frozen(msg1, msg1_digest, msg1_size))
     group = group_of(device, content, msg2, merged, msg1_digest)
     host_group = group_of(device, content, None, merged, msg1_digest) if group is not None else None
     return Plan(
@@ -73,7 +72,7 @@ def plan(
         opts=merged,
         group=group,
         host_group=host_group,
-        key=digest(msg2_encoded),
+        key=key,
         stack=current_stack() if stack is None else tuple(stack),
         shadow=f"persistent:{device.name}/{msg2['path']}",
     )
@@ -97,20 +96,30 @@ class Planner:
         merged = resolve_options(opts, self.conf)
         msg1_digest, content = self._msg1_digest(msg1)
         if msg2 is not None:
-            validate(msg2, "msg2", self.max_bytes)
+            fingerprint(msg2, "msg2", self.max_bytes)
         return group_of(self.devices.for_message(msg1), content, msg2, merged, msg1_digest)
 
     def default_grouper(self, msg1: Any, msg2: Any = None) -> str:
         msg1_digest, _ = self._msg1_digest(msg1)
         if msg2 is not None:
-            validate(msg2, "msg2", self.max_bytes)
+            fingerprint(msg2, "msg2", self.max_bytes)
         return default_group(msg1_digest, msg2)
 
     def _msg1_digest(self, msg1: Any) -> tuple[str, Any]:
+        """Msg1's digest (a stored or loaded message keeps its own) and its content for a grouper."""
         if is_ref(msg1):
             ref = as_ref(msg1)
             return ref.digest, Lazy(lambda: self.store.get(ref))
-        return digest(validate(msg1, "msg1", self.max_bytes)), msg1
+        found, size = fingerprint(msg1, "msg1", self.max_bytes)
+        return found, Lazy(lambda: frozen(msg1, found, size))
+
+
+def frozen(msg1: Any, msg1_digest: str, size: int) -> Any:
+    """What a grouper sees of a Msg1 passed by value: a shallow copy carrying the digest just computed,
+    so that ``default_grouper(msg1)`` inside it does not hash Msg1 a second time."""
+    if isinstance(msg1, KnownMessage) and msg1.known() is not None:
+        return msg1
+    return KnownMessage(msg1, msg1_digest, size)
 
 
 class Lazy:

@@ -6,6 +6,11 @@ wherever a message is.  A Ref made in this process also keeps the message
 itself, so neither hashing nor a fetch is repeated; a Ref that arrives from
 elsewhere is loaded from Redis once and kept in a small local cache.
 
+The messages the store hands out (``Ref.value``, ``get``) are
+``KnownMessage``s: they carry their digest, so that a grouper calling
+``default_grouper`` on a stored Msg1 costs no hashing.  Checkpoints are the
+exception (their id need not be their content's digest).
+
 A rolling group's checkpoints are stored apart (``checkpoint_id``): under a
 key of their own group, never shared, deleted by the script that takes their
 last holder away (see keys.KeySpace.checkpoint).  A Ref names them like any
@@ -30,7 +35,7 @@ except ImportError:  # pragma: no cover - exercised where orjson is not installe
 
 from .errors import InvalidMessage, StateLost
 from .keys import KeySpace
-from .messages import PRIVATE_KEY, encode, validate
+from .messages import PRIVATE_KEY, KnownMessage, encode, encoded_digest, fingerprint
 from .messages import digest as digest_of
 
 REF_KEY = "$persistent-ref"
@@ -40,7 +45,7 @@ class Ref(dict):  # type: ignore[type-arg]
     """``{"$persistent-ref": id, "device": name, "bytes": size}``.
 
     A dict, so it serializes as one; ``value`` (not serialized) holds the
-    message when this process made or loaded it.  The id is the digest of the
+    message (a ``KnownMessage``) when this process made or loaded it.  The id is the digest of the
     message without ``priv`` (what grouping and equality see), followed, for a
     message with a ``priv`` part, by ``-`` and a digest of that part: two
     messages that differ only in ``priv`` are stored apart.
@@ -115,11 +120,24 @@ def dumps(msg: Any) -> bytes:
 
 def content_id(msg: Any, encoded: bytes) -> tuple[str, int]:
     """(storage id, size) of a message from its canonical encoding without ``priv``."""
-    storage_id, size = digest_of(encoded), len(encoded)
+    return with_private(msg, encoded_digest(encoded), len(encoded))
+
+
+def with_private(msg: Any, digest: str, size: int) -> tuple[str, int]:
+    """(storage id, size) of a message from the digest and size of its part without ``priv``."""
     if PRIVATE_KEY in msg:
         private = encode(msg[PRIVATE_KEY], f"message.{PRIVATE_KEY}")
-        storage_id, size = f"{storage_id}-{digest_of(private)}", size + len(private)
-    return storage_id, size
+        return f"{digest}-{encoded_digest(private)}", size + len(private)
+    return digest, size
+
+
+def known(msg: Mapping[str, Any], storage_id: str, size: int) -> Mapping[str, Any]:
+    """``msg`` carrying its digest, when its storage id starts with it (content addressed, not a checkpoint)."""
+    if checkpoint_of(storage_id):
+        return msg
+    if isinstance(msg, KnownMessage) and msg.known() is not None:
+        return msg
+    return KnownMessage(msg, storage_id[:32], size)
 
 
 def as_ref(obj: Mapping[str, Any]) -> Ref:
@@ -152,15 +170,13 @@ class MessageStore:
         """
         if digest is None:
             if encoded is None:
-                encoded = validate(msg, "message", self._max_bytes)
-            storage_id, size = content_id(msg, encoded)
-        else:
-            storage_id = digest
-            if PRIVATE_KEY in msg:
-                private = encode(msg[PRIVATE_KEY], f"message.{PRIVATE_KEY}")
-                storage_id, size = f"{digest}-{digest_of(private)}", size + len(private)
+                digest, size = fingerprint(msg, "message", self._max_bytes)
+            else:
+                digest, size = encoded_digest(encoded), len(encoded)
+        public_size = size
+        storage_id, size = with_private(msg, digest, size)
         ref = Ref({REF_KEY: storage_id, "device": msg.get("device"), "bytes": size})
-        ref.value = msg
+        ref.value = msg = known(msg, storage_id, public_size)
         key = self._keys.store(storage_id)
         ttl_ms = int(self._ttl * 1000)
         client = self._client
@@ -189,10 +205,10 @@ class MessageStore:
         raw = self._client.hget(key, "state") if checkpoint_of(ref.storage_id) else self._client.get(key)
         if raw is None:
             raise StateLost(f"stored message {ref.storage_id} is gone (expired or never stored)", "", "")
-        msg = json.loads(raw)
+        msg = known(json.loads(raw), ref.storage_id, ref.size or len(raw))
         if cache:
             self._remember(ref.storage_id, msg, len(raw))
-        return msg  # type: ignore[no-any-return]
+        return msg
 
     def touch(self, digests: list[str]) -> None:
         """Renew the TTL of messages still in use (hosted Msg1s); checkpoints have no TTL (their holders keep them)."""

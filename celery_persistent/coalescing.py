@@ -10,7 +10,8 @@ or, with ``spawn_worker``, the group is placed on a persistent worker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,7 @@ from .dispatch import Dispatcher
 from .errors import PersistentError, RegistryUnavailable
 from .execution import execute, recursion_error
 from .leases import LeaseKeeper
-from .metrics import Metrics, Mode, sent_of
+from .metrics import Metrics, Mode, observation, sent_of, waited
 from .placement import Placer
 from .planning import Plan
 from .protocol import Finished, SubmitOutcome
@@ -120,23 +121,32 @@ class Coalescer:
         """
         assert plan.group is not None
         self.keeper.hold(plan.group, token)
+        wait = waited(sent_of(request), time.time())
+        started = time.perf_counter()
         try:
-            msg3 = self.metrics.timed(Mode.ORDINARY, sent_of(request), lambda: self.execute(plan))
+            msg3 = self.execute(plan)
         except BaseException as exc:
             self.keeper.drop(token)
-            self._finish(plan, token, exc, request)
+            self._finish(plan, token, exc, request, observed=self._observed(started, wait))
             raise
         self.keeper.drop(token)
+        observed = self._observed(started, wait)
         faults.point("after-execute")
         if plan.opts["spawn_worker"] and isinstance(msg3, Mapping):
-            self.spawn(plan, token, msg3, request)
+            self.spawn(plan, token, msg3, request, observed)
         else:
             if plan.opts["spawn_worker"]:
                 logger.warning("spawn_worker needs Msg3 to be a message; not spawning for %s", plan.group)
-            self._finish(plan, token, msg3, request)
+            self._finish(plan, token, msg3, request, observed=observed)
         return msg3
 
-    def _finish(self, plan: Plan, token: str, outcome: Any, request: Any, keep: bool = False) -> Finished:
+    @staticmethod
+    def _observed(started: float, wait: float | None) -> list[tuple[str, int | float]]:
+        """The execution's histograms, recorded by finish.lua with the release (no round trip of their own)."""
+        return observation(Mode.ORDINARY, time.perf_counter() - started, wait)
+
+    def _finish(self, plan: Plan, token: str, outcome: Any, request: Any, keep: bool = False,
+                observed: Sequence[tuple[str, int | float]] = ()) -> Finished:
         """Record the outcome; ``Ignore`` when it is not this leader's to answer.
 
         Stale: the reaper took the group and answered (``LeaderDied``).  Not
@@ -147,7 +157,7 @@ class Coalescer:
         assert plan.group is not None
         try:
             finished = self.dispatcher.complete(plan.group, plan.key, token, outcome, executed=True,
-                                                settle=request is None, keep=keep)
+                                                settle=request is None, keep=keep, observed=observed)
         except RegistryUnavailable:
             logger.error("the outcome of group %s's leader could not be recorded: the registry is unreachable; "
                          "the reaper answers its callers", plan.group)
@@ -158,7 +168,8 @@ class Coalescer:
             request.persistent_delivery = finished.delivery
         return finished
 
-    def spawn(self, plan: Plan, token: str, msg3: Mapping[str, Any], request: Any = None) -> None:
+    def spawn(self, plan: Plan, token: str, msg3: Mapping[str, Any], request: Any = None,
+              observed: Sequence[tuple[str, int | float]] = ()) -> None:
         """spawn_worker: a persistent worker takes the group, holding Msg3.
 
         The leader's waiters get Msg3; requests queued behind it (other
@@ -166,7 +177,7 @@ class Coalescer:
         can take it, the group is handed on as usual.
         """
         assert plan.group is not None
-        self._finish(plan, token, msg3, request, keep=True)
+        self._finish(plan, token, msg3, request, keep=True, observed=observed)
         try:
             self.placer.place(msg3, plan.opts, plan.group, expect=token, timeout=float(plan.opts["worker_timeout"]))
         except PersistentError as exc:

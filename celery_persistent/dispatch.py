@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -226,7 +226,8 @@ class Dispatcher:
         return task.publish(record.args, record.id, header, dict(options or record.options))
 
     def complete(self, group: str, key: str, token: str, outcome: Any, executed: bool = False,
-                 settle: bool = True, keep: bool = False) -> Finished:
+                 settle: bool = True, keep: bool = False,
+                 observed: Sequence[tuple[str, int | float]] = ()) -> Finished:
         """Release the group (holder only), answer its waiters, publish the next.
 
         ``finish`` records the outcome and keeps the answers as a delivery in
@@ -235,11 +236,13 @@ class Dispatcher:
         delivery open for the caller to settle once the leader's own answer is
         stored too (``PersistentTask.after_return``).  ``finished.stale``: the
         group was taken from this leader (its lease expired): it was answered
-        already, and must not be answered again.
+        already, and must not be answered again.  ``observed``: the execution's
+        metrics, recorded in the same step (``metrics.observation``).
         """
         encoded = self.answer.encode_outcome(outcome)
         finished = self.registry.steady(
-            lambda: self.registry.finish(group, key, token, encoded, keep=keep, executed=executed))
+            lambda: self.registry.finish(group, key, token, encoded, keep=keep, executed=executed,
+                                         observed=observed))
         if finished.stale:
             logger.warning("group %s was taken over before its leader finished", group)
             return finished

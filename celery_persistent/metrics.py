@@ -8,7 +8,8 @@ is scraped.  So every number lives in the hash ``<prefix>:metrics``:
   the Lua scripts and by ``Metrics.incr``;
 - histograms, as fields ``h:<histogram>:<mode>:<bucket index>`` (observations
   in that bucket, not cumulative; their total is the count) and ``...:sum``,
-  written by ``Metrics.observe`` in one pipelined round trip per execution.
+  written by ``Metrics.observe`` in one pipelined round trip per execution
+  (a leader's by finish.lua, with its group's release: ``observation``).
 
 The bucket bounds are fixed here: every process writes the same buckets.
 Recording never fails a request: a Redis error is logged and dropped.
@@ -109,11 +110,11 @@ class Metrics:
     def observe(self, mode: Mode, seconds: float, wait: float | None = None, count: str | None = None) -> None:
         """Record one execution (and its queue wait, and a counter) in one round trip."""
         pipe = self._client.pipeline(transaction=False)
-        for histogram, value in ((EXECUTION, seconds), (QUEUE_WAIT, wait)):
-            if value is None:
-                continue
-            pipe.hincrby(self._key, histogram.field(mode.value, histogram.bucket(value)), 1)
-            pipe.hincrbyfloat(self._key, histogram.field(mode.value, "sum"), value)
+        for field, amount in observation(mode, seconds, wait):
+            if isinstance(amount, float):
+                pipe.hincrbyfloat(self._key, field, amount)
+            else:
+                pipe.hincrby(self._key, field, amount)
         if count is not None:
             pipe.hincrby(self._key, count, 1)
         try:
@@ -138,6 +139,20 @@ class Metrics:
         """Every field of the hash, counters and histograms, in one read."""
         raw = self._client.hgetall(self._key)
         return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def observation(mode: Mode, seconds: float, wait: float | None = None) -> list[tuple[str, int | float]]:
+    """The hash fields one execution adds to (bucket counts as int, sums as float).
+
+    ``Metrics.observe`` writes them in a pipeline; a leader's are written by
+    finish.lua instead, with the group's release (one round trip fewer).
+    """
+    out: list[tuple[str, int | float]] = []
+    for histogram, value in ((EXECUTION, seconds), (QUEUE_WAIT, wait)):
+        if value is not None:
+            out.append((histogram.field(mode.value, histogram.bucket(value)), 1))
+            out.append((histogram.field(mode.value, "sum"), float(value)))
+    return out
 
 
 def sent_of(request: Any) -> Any:

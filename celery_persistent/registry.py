@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -227,14 +227,15 @@ class Registry:
         return [bool(r) for r in pipe.execute()]
 
     def finish(self, group: str, key: str, token: str, outcome: str, keep: bool = False,
-               executed: bool = False) -> Finished:
+               executed: bool = False, observed: Sequence[tuple[str, int | float]] = ()) -> Finished:
         """Release the group (holder only), take the waiters, hand it on.
 
         ``outcome`` is the execution's outcome, encoded: it is kept, with the
         leader's own request, the waiters and the next request, as a delivery
         until ``delivered`` (see deliver.lua).  ``keep`` releases only the key:
         the group stays with the token, for a persistent worker to take over
-        (``spawn_worker``).
+        (``spawn_worker``).  ``observed``: the execution's metrics fields
+        (``metrics.observation``), added in the same step.
         """
         next_token = new_token()
         member = delivery_member(group, token)
@@ -243,7 +244,8 @@ class Registry:
             keys=[*keys[:5], self.keys.metrics(), self.keys.delivery(group, token),
                   self.keys.delivery_waiters(group, token), self.keys.deliveries()],
             args=[group, key, token, next_token, self.queue_ms, "keep" if keep else "",
-                  "1" if executed else "", self.lease_ms, member, outcome],
+                  "1" if executed else "", self.lease_ms, member, outcome,
+                  *(part for pair in observed for part in pair)],
         )
         if _text(reply[0]) == "stale":
             return Finished(stale=True)

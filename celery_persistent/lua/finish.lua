@@ -8,6 +8,8 @@
 -- ARGV[7] "1": count an execution (not for a leader that was lost)
 -- ARGV[8] delivery lease (ms)  ARGV[9] delivery member ("<group> <owner token>")
 -- ARGV[10] the execution's outcome, encoded
+-- ARGV[11..] (optional) metrics hash fields and amounts, in pairs: the execution's histograms
+--            (metrics.observation); a field ending in ":sum" takes a float (HINCRBYFLOAT)
 -- Returns {"stale"} if the token does not own the group, else
 --         {"done", next request record or "", waiter record, ...}
 -- The outcome, the leader's own request, its waiters and the next request are
@@ -21,6 +23,13 @@ if redis.call('HGET', KEYS[1], 'token') ~= ARGV[3] then
 end
 if ARGV[7] == '1' then
   redis.call('HINCRBY', KEYS[6], 'executions', 1)
+end
+for i = 11, #ARGV - 1, 2 do
+  if string.sub(ARGV[i], -4) == ':sum' then
+    redis.call('HINCRBYFLOAT', KEYS[6], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1])
+  end
 end
 local leader = redis.call('HGET', KEYS[1], 'task_id')
 local own = redis.call('HGET', KEYS[1], 'request')

@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from celery_persistent import metrics
 from tests.lua.support import record, server_clock, waiter
 
 GROUP = "g"
@@ -24,10 +25,11 @@ OUTCOME = json.dumps({"value": {"msg3": 1}})
 MEMBER = f"{GROUP} {TOKEN}"
 
 
-def finish(scripts, ks, token=TOKEN, keep="", count="1", outcome=OUTCOME):
+def finish(scripts, ks, token=TOKEN, keep="", count="1", outcome=OUTCOME, observed=()):
     keys = [ks.owner(GROUP), ks.inflight(GROUP), ks.waiters(GROUP, KEY), ks.pending(GROUP), ks.leases(),
             ks.metrics(), ks.delivery(GROUP, token), ks.delivery_waiters(GROUP, token), ks.deliveries()]
-    args = [GROUP, KEY, token, NEXT, NEXT_LEASE, keep, count, DELIVERY_LEASE, f"{GROUP} {token}", outcome]
+    args = [GROUP, KEY, token, NEXT, NEXT_LEASE, keep, count, DELIVERY_LEASE, f"{GROUP} {token}", outcome,
+            *(part for pair in observed for part in pair)]
     return scripts["finish"](keys=keys, args=args)
 
 
@@ -119,6 +121,29 @@ def test_executions_add_up(db, ks, scripts, running):
     finish(scripts, ks)
 
     assert db.hgetall(ks.metrics()) == {"executions": "42", "coalesced": "3"}
+
+
+def test_the_executions_histograms_are_recorded_with_the_release(db, ks, scripts, running):
+    """The leader's metrics.observation goes with finish: no round trip of its own."""
+    db.hset(ks.metrics(), mapping={"h:execution:ordinary:3": "2", "h:execution:ordinary:sum": "0.5"})
+    observed = metrics.observation(metrics.Mode.ORDINARY, 0.03, wait=0.25)
+
+    finish(scripts, ks, observed=observed)
+
+    assert [field for field, _ in observed] == ["h:execution:ordinary:3", "h:execution:ordinary:sum",
+                                                "h:wait:ordinary:5", "h:wait:ordinary:sum"]
+    found = db.hgetall(ks.metrics())
+    assert found["h:execution:ordinary:3"] == "3" and found["h:wait:ordinary:5"] == "1"
+    assert float(found["h:execution:ordinary:sum"]) == pytest.approx(0.53)
+    assert float(found["h:wait:ordinary:sum"]) == pytest.approx(0.25)
+    assert found["executions"] == "1"
+
+
+def test_a_stale_finish_records_no_metrics(db, ks, scripts, running):
+    """A repeat of a finish whose reply was lost is stale: it must not count the execution twice."""
+    assert finish(scripts, ks, token="other", observed=metrics.observation(metrics.Mode.ORDINARY, 0.1)) == ["stale"]
+
+    assert not db.exists(ks.metrics())
 
 
 def test_an_inflight_entry_of_another_request_stays(db, ks, scripts, running):

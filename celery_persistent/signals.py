@@ -27,11 +27,24 @@ from .records import RequestRecord
 logger = logging.getLogger(__name__)
 
 
+TASK_SIGNALS = (signals.task_prerun, signals.task_success, signals.task_failure, signals.task_postrun)
+
+
+def heard(task: Any) -> bool:
+    """Whether any receiver listens to ``task``'s signals: if none does, a caller's request is not even built."""
+    return any(signal.has_listeners(task) for signal in TASK_SIGNALS)
+
+
 def fire(app: Celery, answered: Iterable[tuple[RequestRecord, Any]], by: Answered) -> None:
     """The task signals of each answered (record, outcome), in this worker; a receiver's error is only logged."""
+    listened: dict[str, bool] = {}
     for record, outcome in answered:
         task = app.tasks.get(record.task)
         if task is None:
+            continue
+        if record.task not in listened:
+            listened[record.task] = heard(task)
+        if not listened[record.task]:
             continue
         try:
             _fire(task, record, outcome, by)

@@ -130,6 +130,17 @@ class Tick(Device):
         return {"n": msg2.get("n")}
 
 
+@persistent.device("seed")
+class Seed(Device):
+    """hb_persistent's test device: groups by Msg1 alone, its grouper calling default_grouper(Msg1)."""
+
+    def grouper(self, msg1: Any, msg2: Any, opts: Any) -> str:
+        return persistent.default_grouper(msg1)
+
+    def peek(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        return summary(msg1, msg2)
+
+
 # -- plain Celery baselines ----------------------------------------------------
 
 

@@ -88,6 +88,7 @@ def test_fingerprint_is_the_digest_of_the_reference_encoding(msg: dict[str, Any]
     {"big": "é" * BIG, "raw": b"\x00" * (BIG + 1), "after": [1, 2.5, None, True]},  # hashed in place, not joined
     {"many": [f"{i}" for i in range(3 * messages.FLUSH_PARTS)], "nested": {"b": [{"c": ()}]}},  # several flushes
     {"sub": OrderedDict(b=1, a=2), "ba": bytearray(b"xy"), "mv": memoryview(b"z"), "t": (1, "2")},  # subclasses
+    {"runs": ["é", "x" * 10, "中" * 3000, b"b", "a", ["in", "ner"], "", "z" * BIG, "end"]},  # strings joined in runs
 ])
 def test_fingerprint_matches_the_reference_on_what_the_fast_walk_splits_or_hands_over(msg: dict[str, Any]) -> None:
     encoded = encode(msg)
@@ -100,6 +101,9 @@ def test_fingerprint_names_the_bad_value_and_checks_the_size() -> None:
     with pytest.raises(InvalidMessage) as bad:
         fingerprint({"a": ["ok", {"b": float("nan")}]}, "msg1", 1 << 20)
     assert bad.value.path == "msg1.a[1].b"
+    with pytest.raises(InvalidMessage) as bad:
+        fingerprint({"a": ["ok", "\ud800"]}, "msg1", 1 << 20)
+    assert bad.value.path == "msg1.a[1]" and "UTF-8" in str(bad.value)
     with pytest.raises(InvalidMessage, match="over persistent_max_message_bytes=10"):
         fingerprint({"a": "x" * 10}, "msg1", 10)
     with pytest.raises(InvalidMessage, match="over persistent_max_message_bytes"):

@@ -141,6 +141,7 @@ def measure(ctx: Context) -> dict[str, Any]:
         for groups in sizes:
             data["ours"].append(throughput(ctx, workers, groups))
     data["memory"] = memory(ctx)
+    data["scale"] = scale(ctx)
     return data
 
 
@@ -165,6 +166,52 @@ def rows(data: dict[str, Any]) -> list[Row]:
                        {"ours": ours.as_dict(), "baseline": base.as_dict(), "groups_per_worker": config["spread"],
                         "place_s": config["place_s"]}))
     out.append(memory_row(data["memory"]))
+    out.extend(scale_rows(data.get("scale") or {}))
+    return out
+
+
+def _median(values: list[float]) -> float:
+    return Summary([[v] for v in values]).median
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.2f}% of a core"
+
+
+def scale_rows(scale_data: dict[str, Any]) -> list[Row]:
+    """Issue 12, target 1: one persistent worker hosting many groups, on Redis (targets) and RabbitMQ."""
+    out = []
+    for broker, run in scale_data.items():
+        if not isinstance(run, dict) or "many" not in run:
+            continue
+        on = "Redis" if broker == "redis" else "RabbitMQ"
+        targeted = broker == "redis"
+        g = run["groups"]
+        for key, base_key, what in (("many", "base", "one active group"),
+                                    ("many_ten", "base_ten", "10 active groups round-robin")):
+            ours, base = _median(run[key]), _median(run[base_key])
+            ratio = ours / base
+            hosted_then = "1 group" if base_key == "base" else "10 groups"
+            out.append(Row("4 groups", f"throughput to {what}, one persistent worker hosting {g:,} groups vs "
+                           f"the same worker hosting {hosted_then} ({on} broker)",
+                           f"{ours:.0f} req/s", f"{base:.0f} req/s", ratio, f"{ratio:.2f}{TIMES}",
+                           f"{TIMES} {SCALE_RATIO_TARGET}" if targeted and key == "many" else "",
+                           ratio >= SCALE_RATIO_TARGET if targeted and key == "many" else None,
+                           max(cv(run[key]), cv(run[base_key])), {"ours": run[key], "baseline": run[base_key]}))
+        worker_cpu = max(i["worker"] for i in run["idle"])
+        redis_cpu = max(i["redis"] for i in run["idle"])
+        for who, share, empty in (("the persistent worker", worker_cpu, run["idle_empty"]["worker"]),
+                                  ("redis-server (registry" + (" and broker" if targeted else "") + ")",
+                                   redis_cpu, run["idle_empty"]["redis"])):
+            out.append(Row("4 groups", f"CPU of {who} with no traffic, {g:,} groups hosted ({on} broker; "
+                           f"the larger of two 10 s looks)", _pct(share), f"{_pct(empty)} with no group",
+                           share, _pct(share), "< 1% of a core" if targeted else "",
+                           share < IDLE_CPU_TARGET if targeted else None, None, run["idle"]))
+        out.append(Row("4 groups", f"placement of {g - 10:,} groups on one persistent worker: start_worker "
+                       f"from {PLACING_PROCESSES} client processes x {PLACING_THREADS} threads until the worker "
+                       f"reports them adopted ({on} broker)", f"{run['place_s']:.1f} s",
+                       f"calls alone {run['place_calls_s']:.1f} s", run["place_s"], f"{run['place_s']:.1f} s",
+                       "< 10 s" if targeted else "", run["place_s"] < 10 if targeted else None, None, {}))
     return out
 
 
@@ -204,6 +251,15 @@ def run(ctx: Context) -> Result:
         f"'lost group' log lines: {mem['lost_groups_logged']}. Groups were placed 1000 (then, above 4000, "
         "500) at a time, waiting for their adoption, because adopting a group costs time proportional to the "
         "number of queues the worker already consumes; larger batches lose groups (see docs/benchmarks.md).")
+    for broker, run in (data.get("scale") or {}).items():
+        if isinstance(run, dict) and "many" in run:
+            result.notes.append(
+                f"Many groups ({broker}): {run['hosted']} groups hosted by one worker; queues it consumed once "
+                f"idle: {run['consumed_idle']} (its own plus napping group queues woken); "
+                f"'lost group' log lines: {run['lost_groups_logged']}; idle queues napped "
+                f"{run['settle_s']:.1f} s after placement.")
+        elif isinstance(run, dict):
+            result.notes.append(f"Many groups ({broker}): not measured: {run.get('error') or run.get('skipped')}")
     placing = "; ".join(f"{c['groups']} on {c['workers']}: {c['place_s']:.1f} s" for c in data["ours"])
     result.notes.append(f"Placement time (start_worker until adopted): {placing}; memory run: "
                         + ", ".join(f"{g} groups {s:.1f} s" for g, _, s in mem["curve"][1:]) + ".")
@@ -312,7 +368,7 @@ def _idle(worker: Any, seconds: float) -> dict[str, float]:
 
 
 def _drop_rabbit_queues(names: list[str]) -> None:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     with Connection(RABBIT_URL) as conn:
         channel = conn.channel()
@@ -323,7 +379,7 @@ def _drop_rabbit_queues(names: list[str]) -> None:
                 channel = conn.channel()
 
 
-def scale_run(logdir: Any, groups: int, rounds: int, n: int) -> dict[str, Any]:
+def scale_run(logdir: Any, groups: int, rounds: int, n: int, n_ten: int) -> dict[str, Any]:
     """One persistent worker: throughput to one group with 1 group hosted, then with ``groups`` hosted
     (to that group, and round-robin over 10 active ones); placement time; idle CPU of the worker and Redis."""
     from bench.app import BROKER_URL, PREFIX, persistent
@@ -335,10 +391,12 @@ def scale_run(logdir: Any, groups: int, rounds: int, n: int) -> dict[str, Any]:
     with Fleet(logdir) as fleet:
         [worker] = fleet.start({"queues": [f"{PREFIX}.unused"], "persistent": True})
         out["idle_empty"] = _idle(worker, 5)
-        _place_many(tag, 0, 10)
+        _place_many(tag, 0, 1)
         burst(one, 50)
         out["base"] = [burst(one, n)[0] for _ in range(rounds)]
-        out["base_ten"] = [burst(ten, n)[0] for _ in range(rounds)]
+        _place_many(tag, 1, 10)
+        burst(ten, 10)
+        out["base_ten"] = [burst(ten, n_ten)[0] for _ in range(rounds)]
         out["place_s"] = _place_many(tag, 10, groups)
         out["place_calls_s"] = PLACED_CALLS[-1]
         # Idle: every group's queue napped (Redis), or all consumed (RabbitMQ).
@@ -350,7 +408,7 @@ def scale_run(logdir: Any, groups: int, rounds: int, n: int) -> dict[str, Any]:
         out["idle"] = [_idle(worker, 10) for _ in range(2)]
         burst(one, 50)
         out["many"] = [burst(one, n)[0] for _ in range(rounds)]
-        out["many_ten"] = [burst(ten, n)[0] for _ in range(rounds)]
+        out["many_ten"] = [burst(ten, n_ten)[0] for _ in range(rounds)]
         out["lost_groups_logged"] = worker.logfile.read_text(errors="replace").count("lost group")
         out["hosted"] = sum(hosted_counts().values())
         fleet.kill()
@@ -410,8 +468,12 @@ def scale(ctx: Context) -> dict[str, Any]:
             brokers["rabbitmq"] = RABBIT_URL
         for name, url in brokers.items():
             env = {**os.environ, "BENCH_REDIS_URL": private.url, "BENCH_BROKER_URL": url}
+            n = ctx.pick(300, 500) if name == "redis" else 200
+            # RabbitMQ: a persistent worker consuming several group queues stalls (about one request a
+            # second, before and after napping; see docs/benchmarks.md): few requests there.
+            n_ten = n if name == "redis" else 30
             done = subprocess.run([sys.executable, "-m", "bench.scenarios.groups", str(ctx.logdir), str(groups),
-                                   str(ctx.pick(2, 3)), str(ctx.pick(300, 500))],
+                                   str(ctx.pick(2, 3)), str(n), str(n_ten)],
                                   env=env, capture_output=True, text=True, timeout=1800)
             if done.returncode != 0:
                 runs[name] = {"error": done.stderr[-2000:]}
@@ -427,5 +489,5 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    logdir, count, rounds_, n_ = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(scale_run(logdir, count, rounds_, n_)))
+    logdir, count, rounds_, n_, n_ten_ = Path(sys.argv[1]), *(int(a) for a in sys.argv[2:6])
+    print(json.dumps(scale_run(logdir, count, rounds_, n_, n_ten_)))

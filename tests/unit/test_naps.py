@@ -1,0 +1,132 @@
+"""Napping group queues in ``Host`` (celery_persistent/hosting/naps.py): leases, rings, the sweep.
+
+A real Redis and a real Celery app on a Redis broker; the worker's consumer is
+the fake of tests/unit/conftest.py, marked lazy (as kombu's Redis transport
+makes it), and an event loop whose ``call_soon`` queue the test runs itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from celery_persistent import Device
+from celery_persistent.hosting import Host, Hosted, build_host
+from celery_persistent.hosting.naps import NAP_LEASE
+from celery_persistent.protocol import Placement, PlaceStatus
+from celery_persistent.records import RequestRecord
+from tests.unit.conftest import FakeConsumer, FakeHub, FakeTaskConsumer, PersistentEnv
+
+
+class Echo(Device):
+    def grouper(self, msg1: Any, msg2: Any, opts: Any) -> str:
+        return "echo-" + str(msg1["id"])
+
+    def run(self, msg1: Any, msg2: Any, opts: Any) -> Any:
+        return msg2
+
+
+DEVICES = {"echo": Echo}
+
+
+class TaskConsumer(FakeTaskConsumer):
+    def cancel_by_queue(self, name: str) -> None:
+        self.queues = [q for q in self.queues if q.name != name]
+
+
+@pytest.fixture
+def env(persistent_env: PersistentEnv) -> PersistentEnv:
+    return persistent_env
+
+
+def napping_host(env: PersistentEnv) -> tuple[Host, FakeConsumer, FakeHub]:
+    w = env.wiring
+    host = build_host(env.app, env.worker_hostname("n"), env.runtime, w.planner, w.placer, env.persistent.devices,
+                      w.answer, w.dispatcher, cache_bytes=1 << 20, default_timeout=600.0)
+    hub = FakeHub()
+    consumer = FakeConsumer(env.app, hub)
+    consumer.task_consumer = TaskConsumer()
+    host.bind(consumer)
+    host.queues.lazy = True  # what kombu's Redis transport makes it (the fake has no transport)
+    host.nap_after = 0.0
+    return host, consumer, hub
+
+
+def hosted(env: PersistentEnv, host: Host, hub: FakeHub, uid: str) -> Hosted:
+    msg1 = {"device": "echo", "id": uid}
+    group = env.persistent.group(msg1)
+    assert group is not None
+    ref = env.store.put(msg1)
+    where = Placement(group, host.hostname, env.queue(group), ref.storage_id, True, 600.0, "echo", ref.size, "ignore")
+    assert env.registry.place(where).status is PlaceStatus.PLACED
+    host.tick()
+    hub.run()
+    h = host.table.lookup(group)
+    assert h is not None
+    return h
+
+
+def lease_left(env: PersistentEnv, group: str) -> float:
+    """Seconds until the group's lease runs out (server clock)."""
+    score = env.client.zscore(env.keys.leases(), group)
+    assert score is not None
+    return (score - env.registry.server_ms()) / 1000
+
+
+def test_an_adopted_idle_group_naps_and_is_not_renewed_on_every_beat(env: PersistentEnv) -> None:
+    host, consumer, hub = napping_host(env)
+    h = hosted(env, host, hub, "a")
+    assert h.asleep and env.queue(h.group) not in consumer.task_consumer.names()
+    assert lease_left(env, h.group) > NAP_LEASE - 5
+    env.client.zadd(env.keys.leases(), {h.group: env.registry.server_ms() + 200_000})
+    host.tick()
+    hub.run()
+    assert lease_left(env, h.group) < 200, "a napping group's lease is renewed every third of it, not per beat"
+
+
+def test_a_ring_wakes_the_group_and_its_queue_is_consumed(env: PersistentEnv) -> None:
+    host, consumer, hub = napping_host(env)
+    h = hosted(env, host, hub, "b")
+    record = RequestRecord("r1", "k1", "persistent.resolve", args=[{"device": "echo", "id": "b"}, {}])
+    env.registry.submit(h.group, record)
+    [rung] = env.registry.client.lrange(env.keys.bell(host.hostname), 0, -1)
+    assert rung.decode() == h.group
+    assert lease_left(env, h.group) <= env.runtime.settings.lease_ttl, "the ring cut the lease to one lease"
+    host.ring(host.naps.rings(0.1))
+    assert not h.asleep
+    hub.run()
+    assert env.queue(h.group) in consumer.task_consumer.names()
+    # While its request is accepted it does not nap again, whatever its idle time.
+    host.tick()
+    hub.run()
+    assert not h.asleep and env.queue(h.group) in consumer.task_consumer.names()
+    host.tick()
+    assert lease_left(env, h.group) <= env.runtime.settings.lease_ttl + 1, "awake: an ordinary lease"
+
+
+def test_after_a_gap_in_the_beats_napping_groups_are_renewed(env: PersistentEnv) -> None:
+    """pulse.lua cuts long leases to one lease after an outage: the host renews them all at once."""
+    host, _, hub = napping_host(env)
+    h = hosted(env, host, hub, "c")
+    env.client.zadd(env.keys.leases(), {h.group: env.registry.server_ms() + 5_000})
+    host.tick()
+    assert lease_left(env, h.group) < 10, "no gap: not renewed yet"
+    host._kept_at = time.monotonic() - 10 * host.gap
+    host.tick()
+    assert lease_left(env, h.group) > NAP_LEASE - 5
+
+
+def test_the_sweep_wakes_a_napping_queue_holding_a_message(env: PersistentEnv) -> None:
+    host, consumer, hub = napping_host(env)
+    h = hosted(env, host, hub, "d")
+    quiet = hosted(env, host, hub, "e")
+    with env.app.connection_for_write() as conn:
+        conn.default_channel.client.lpush(h.queue, b"{}")  # as a hand-back would put it, with no ring
+    host._swept_at = 0.0
+    host.tick()
+    hub.run()
+    assert not h.asleep and env.queue(h.group) in consumer.task_consumer.names()
+    assert quiet.asleep and env.queue(quiet.group) not in consumer.task_consumer.names()
+    assert "bell" not in env.registry.owner(h.group), "woken by the sweep: its bell is down"

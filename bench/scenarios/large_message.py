@@ -13,6 +13,7 @@ carries its digest: no re-hash), 10 MB against a tiny Msg1 on the same worker.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any
@@ -92,7 +93,34 @@ def measure(ctx: Context) -> tuple[dict[str, Summary], dict[str, float]]:
     for label, ref in seed_refs.items():
         variants[label] = (_ours(ref), k)
     variants["seed 10 MB by value"] = (_ours(seed["seed 10 MB"]), k)
-    return interleave(variants, ctx.pick(3, 8)), cold
+    return {**interleave(variants, ctx.pick(3, 8)), **hashing(ctx, msgs["10 MB"])}, cold
+
+
+def hashing(ctx: Context, msg1: dict[str, Any]) -> dict[str, Summary]:
+    """In the runner (a client): the hash alone, and what a request by value pays for Msg1's digest, now and before.
+
+    "before" is the encoder and hash of before issue 12: the whole canonical
+    encoding built (``encode``, a join into one 10 MB buffer), then BLAKE2b.
+    """
+    from blake3 import blake3
+
+    from celery_persistent.messages import encode, fingerprint, strip_private
+
+    encoded = encode(strip_private(msg1))
+    prefix = b"%d:" % len(encoded)
+
+    def blake2b_before() -> str:
+        h = hashlib.blake2b(prefix, digest_size=16)
+        h.update(encode(strip_private(msg1)))
+        return h.hexdigest()
+
+    variants: dict[str, tuple[Any, int]] = {
+        "hash blake3": (lambda: blake3(encoded).hexdigest(16), 10),
+        "hash blake2b": (lambda: hashlib.blake2b(encoded, digest_size=16).hexdigest(), 10),
+        "digest now": (lambda: fingerprint(msg1, "msg1", 1 << 30), 10),
+        "digest before": (blake2b_before, 10),
+    }
+    return interleave(variants, ctx.pick(3, 8))
 
 
 def faster(speedup: float) -> str:
@@ -133,6 +161,17 @@ def rows(s: dict[str, Summary]) -> list[Row]:
     out.append(Row("1 large Msg1", "… the seed's device, 10 MB Msg1 passed by value vs plain",
                    p50_p99(seed_value), p50_p99(plain10), ratio, faster(ratio), "", None,
                    noise_of(seed_value, plain10), {"ours": seed_value.as_dict(), "baseline": plain10.as_dict()}))
+    for ours_name, base_name, measure in (
+        ("hash blake3", "hash blake2b",
+         "hash of a 10 MB buffer (in the client): BLAKE3 (`blake3`, used) vs hashlib BLAKE2b"),
+        ("digest now", "digest before",
+         "digest of the 10 MB Msg1 by value (check, encode, hash): one pass + BLAKE3 vs encode, join + BLAKE2b "
+         "(before issue 12)"),
+    ):
+        ours, base = s[ours_name], s[base_name]
+        ratio = base.median / ours.median
+        out.append(Row("1 large Msg1", measure, p50_p99(ours), p50_p99(base), ratio, faster(ratio), "", None,
+                       noise_of(ours, base), {"ours": ours.as_dict(), "baseline": base.as_dict()}))
     return out
 
 

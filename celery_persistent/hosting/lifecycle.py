@@ -99,6 +99,7 @@ class Host:
         self._kept_at = time.monotonic()
         self._swept_at = time.monotonic()
         self._sums: tuple[int, int] | None = None  # cache bytes used, executions: refreshed on full beats
+        self._resumed: str | None = None  # pulse.lua's "resumed" as last seen
 
     def hosts_queue(self, queue: str) -> bool:
         return any(queue in h.queues() for h in self.table.all())
@@ -125,7 +126,7 @@ class Host:
         """One beat.  Napping groups are looked at every ``FULL_EVERY`` beats (and after a gap), the
         others on every beat: with thousands napping, a beat costs O(awake groups)."""
         now = time.monotonic()
-        gap = now - self._kept_at > self.gap
+        gap = now - self._kept_at > self.gap or self._resumed_changed()
         full = gap or self._beats % FULL_EVERY == 0 or not self.queues.lazy
         groups = self.table.all() if full else self.table.awake()
         self._renew(groups, now, gap)
@@ -144,6 +145,17 @@ class Host:
             self._pick_naps(groups, now)
         for h in groups:
             self._upkeep(h, now)
+
+    def _resumed_changed(self) -> bool:
+        """Whether the registry resumed after a gap since the last beat: pulse.lua then cut every long
+        lease (napping groups') to one lease, and this beat renews them all."""
+        try:
+            resumed = self.naps.resumed()
+        except Exception:
+            return True  # unknown: renew everything, which is always safe
+        changed = resumed != self._resumed
+        self._resumed = resumed
+        return changed
 
     def _renew(self, groups: list[Hosted], now: float, gap: bool) -> None:
         """Renew the leases of awake groups, and of napping groups every third of their lease (all of them

@@ -18,8 +18,9 @@ host's sweep (``queues.waiting``) within ``sweep_interval``.
 
 Napping groups are renewed every third of their long lease (``keep.lua``: Redis
 picks the lease by the ``bell`` field, so a ring racing a renewal is harmless),
-and all of them after a gap in the host's beats (``pulse.lua`` cuts long leases
-after a registry outage).
+and all of them when the registry resumed after a gap (``pulse.lua`` cuts long
+leases then: the host watches its "resumed" field) or after a gap in the host's
+own beats.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ class NapRegistry:
                        args=[group, token, self.lease_ms, self.nap_ms, "wake" if group in waking else ""],
                        client=pipe)
         return [bool(r) for r in pipe.execute()]
+
+    def resumed(self) -> str:
+        """When the registry last resumed after a gap (pulse.lua): a change means long leases were cut."""
+        value = self.client.hget(self.keys.pulse(), "resumed")
+        return value.decode() if isinstance(value, bytes) else str(value or "")
 
     def rings(self, timeout: float) -> list[str]:
         """Group names rung since the last read; blocks up to ``timeout`` seconds for the first."""

@@ -118,6 +118,17 @@ def test_after_a_gap_in_the_beats_napping_groups_are_renewed(env: PersistentEnv)
     assert lease_left(env, h.group) > NAP_LEASE - 5
 
 
+def test_when_the_registry_resumed_after_a_gap_napping_groups_are_renewed(env: PersistentEnv) -> None:
+    """Another worker's pulse may see the gap this host's beats did not: the host watches pulse.lua's field."""
+    host, _, hub = napping_host(env)
+    h = hosted(env, host, hub, "f")
+    host.tick()
+    env.client.zadd(env.keys.leases(), {h.group: env.registry.server_ms() + 5_000})  # as pulse.lua cuts it
+    env.client.hset(env.keys.pulse(), "resumed", str(env.registry.server_ms()))
+    host.tick()
+    assert lease_left(env, h.group) > NAP_LEASE - 5
+
+
 def test_the_sweep_wakes_a_napping_queue_holding_a_message(env: PersistentEnv) -> None:
     host, consumer, hub = napping_host(env)
     h = hosted(env, host, hub, "d")

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any, TypeVar
 
 import redis
+from redis.client import Pipeline
+from redis.commands.core import Script as RedisScript
 from redis.connection import PythonRespSerializer
+from redis.exceptions import NoScriptError
 
 from .errors import RegistryUnavailable
 from .inbox import Command
@@ -123,6 +126,30 @@ def bulk_client(client: redis.Redis) -> redis.Redis:
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
+class Script(RedisScript):
+    """redis-py's ``Script``, called straight through ``execute_command``.
+
+    The same EVALSHA, with a script load on NOSCRIPT (after a Redis restart),
+    without copying keys and arguments into a new tuple and through the
+    ``evalsha`` deprecation wrapper: about 10 µs per call on the benchmark
+    machine, on every registry step of every request.  In a pipeline it is
+    redis-py's own call, which loads the script before the pipeline runs.
+    """
+
+    def __call__(self, keys: Sequence[Any] | None = None, args: Iterable[Any] | None = None,
+                 client: Any = None) -> Any:
+        client = self.registered_client if client is None else client
+        if isinstance(client, Pipeline):
+            return super().__call__(keys, args, client)
+        keys = keys or ()
+        args = args or ()
+        try:
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.sha = client.script_load(self.script)
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -148,7 +175,7 @@ class Registry:
         self._bulk = bulk_client(client)
         package = resources.files(__package__) / "lua"
         self._scripts = {
-            name: client.register_script((package / f"{name}.lua").read_text("utf-8"))
+            name: Script(client, (package / f"{name}.lua").read_text("utf-8"))
             for name in self.SCRIPTS
         }
 

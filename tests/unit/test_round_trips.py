@@ -300,3 +300,12 @@ def test_a_hosted_request_takes_one_round_trip_to_send(env: PersistentEnv, scrip
         trace_after_return(env, task)
     assert after.commands == ["deliver"] and after.round_trips == 1
     assert result.get(timeout=5) == {"x": 3}
+
+
+def test_a_registry_script_unknown_to_the_server_is_loaded_and_run(env: PersistentEnv) -> None:
+    """After a Redis restart (its script cache empty) a step answers NOSCRIPT once: the script is loaded again."""
+    script = env.registry._scripts["published"]
+    right = script.sha
+    script.sha = "0" * 40  # as if the server had never seen it
+    assert env.registry.published("no-such-group", "no-token") is False
+    assert script.sha == right

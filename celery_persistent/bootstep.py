@@ -82,7 +82,8 @@ class ReceptionMark:
             return
         faults.point("before-reception")  # fetched (kombu's unacked hash on Redis), not yet reserved
         try:
-            _plugin(self.app).registry.reserve(header["group"], header["token"])
+            # Not waited for: Redis applies it as it arrives, the claim that follows is not held up.
+            _plugin(self.app).registry.reserve_unawaited(header["group"], header["token"])
         except Exception:  # the lease beat renews it anyway: never break the consumer
             logger.warning("could not mark request %s reserved", getattr(request, "id", "?"), exc_info=True)
 

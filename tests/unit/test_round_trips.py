@@ -28,6 +28,7 @@ from celery_persistent import Device
 from celery_persistent.bootstep import ReceptionMark
 from celery_persistent.hosting import Host, build_host
 from celery_persistent.protocol import Placement, PlaceStatus
+from celery_persistent.testing import wait_until
 from tests.unit.conftest import FakeConsumer, FakeTask, PersistentEnv, Published
 
 
@@ -54,6 +55,7 @@ class Trips:
 
     thread: int = field(default_factory=threading.get_ident)
     round_trips: int = 0
+    unawaited: int = 0  # steps written without waiting for their reply (Registry's Unawaited connection)
     commands: list[str] = field(default_factory=list)
     scripts: dict[str, str] = field(default_factory=dict)  # sha -> script name
 
@@ -61,14 +63,17 @@ class Trips:
         words = [a.decode() if isinstance(a, bytes) else str(a) for a in args[:2]]
         if words[0].upper() == "EVALSHA":
             return self.scripts.get(words[1], words[1][:8])
+        if words[0].upper() == "EVAL":
+            return self.scripts.get(hashlib.sha1(words[1].encode()).hexdigest(), "EVAL")
         return words[0].upper()
 
 
 class Meter:
     """Counts what the test's thread sends on one client while ``counted`` is open."""
 
-    def __init__(self, client: redis.Redis, scripts: dict[str, str]) -> None:
+    def __init__(self, client: redis.Redis, scripts: dict[str, str], unawaited: Any = None) -> None:
         self.scripts = scripts
+        self.unawaited = unawaited  # the Unawaited of the client's registry, if any
         self.current: Trips | None = None
         meter = self
         pool = client.connection_pool
@@ -77,7 +82,10 @@ class Meter:
         class Counting(pool.connection_class):  # type: ignore[name-defined,misc]
             def send_packed_command(self, command: Any, check_health: bool = True) -> None:
                 if (trips := meter.mine()) is not None:
-                    trips.round_trips += 1
+                    if meter.unawaited is not None and self is meter.unawaited._connection:
+                        trips.unawaited += 1
+                    else:
+                        trips.round_trips += 1
                 super().send_packed_command(command, check_health)
 
             def send_command(self, *args: Any, **kwargs: Any) -> None:
@@ -138,8 +146,8 @@ def scripts(env: PersistentEnv) -> Iterator[dict[str, str]]:
         env.runtime.client.script_load(source)
         out[hashlib.sha1(source.encode()).hexdigest()] = name
     clients = (env.runtime.client, env.app.backend.client)
-    for client in clients:
-        METERS[id(client)] = Meter(client, out)
+    METERS[id(env.runtime.client)] = Meter(env.runtime.client, out, env.registry._unawaited)
+    METERS[id(env.app.backend.client)] = Meter(env.app.backend.client, out)
     try:
         yield out
     finally:
@@ -155,12 +163,17 @@ class Worker:
         self.scripts = scripts
 
     def receive(self, sent: Published) -> list[str]:
-        """The worker's main process receives the message (``task_received``: ``ReceptionMark``)."""
+        """The worker's main process receives the message (``task_received``: ``ReceptionMark``).
+
+        Its one step (``reserve``) is sent without waiting: no round trip.
+        """
         consumer = SimpleNamespace(app=self.env.app)
         request = SimpleNamespace(id=sent.id, request_dict={"headers": {}, **{"persistent_request": sent.header}})
         with counted(self.env.runtime.client, self.scripts) as trips:
             ReceptionMark(self.env.app)(sender=consumer, request=request)
-        assert trips.round_trips == len(trips.commands)
+        assert trips.round_trips == 0 and trips.unawaited == len(trips.commands)
+        group = sent.header["group"] if sent.header else ""
+        wait_until(lambda: self.env.registry.owner(group)["state"] == "reserved", timeout=5)
         return trips.commands
 
     def execute(self, sent: Published) -> tuple[list[str], list[str], int]:
@@ -309,3 +322,47 @@ def test_a_registry_script_unknown_to_the_server_is_loaded_and_run(env: Persiste
     script.sha = "0" * 40  # as if the server had never seen it
     assert env.registry.published("no-such-group", "no-token") is False
     assert script.sha == right
+
+
+# -- steps sent without waiting (Registry's Unawaited) ---------------------------------------------
+
+
+def leaders(env: PersistentEnv, n: int) -> list[tuple[str, str]]:
+    """(group, token) of ``n`` registered leaders, as published."""
+    out = []
+    for i in range(n):
+        result = env.persistent.resolve.apply_async(args=[{"device": "echo"}, {"path": "run", "x": 100 + i}])
+        header = env.message(None, result.id).header
+        assert header is not None
+        out.append((header["group"], header["token"]))
+    return out
+
+
+def test_steps_sent_without_waiting_are_applied_and_their_replies_read_later(
+        env: PersistentEnv, caplog: pytest.LogCaptureFixture) -> None:
+    unawaited = env.registry._unawaited
+    unawaited.MAX_UNREAD = 4  # type: ignore[misc]  # on this instance: read them back often
+    held = leaders(env, 10)
+    for group, token in held:
+        env.registry.reserve_unawaited(group, token)
+        assert unawaited._unread <= 5
+    wait_until(lambda: all(env.registry.owner(g)["state"] == "reserved" for g, _ in held), timeout=5)
+    # A step Redis refuses is logged when its reply is read (by the next step), never raised to the caller.
+    group, token = held[1]
+    unawaited.run(env.registry._scripts["reserve"], [env.keys.owner(group), env.keys.leases()],
+                  [group, token, "soon"])  # not a lease: the script fails
+    wait_until(lambda: unawaited._connection.can_read(timeout=0), timeout=5)
+    env.registry.reserve_unawaited(*held[0])
+    assert "a registry step sent without waiting failed" in caplog.text
+
+
+def test_a_step_after_the_connection_dropped_goes_out_on_a_new_one(env: PersistentEnv) -> None:
+    (first, first_token), (second, second_token) = leaders(env, 2)
+    env.registry.reserve_unawaited(first, first_token)
+    wait_until(lambda: env.registry.owner(first)["state"] == "reserved", timeout=5)
+    host, port = env.registry._unawaited._connection._sock.getsockname()[:2]
+    assert env.client.client_kill(f"{host}:{port}")  # the server closes it (a restart, a timeout)
+
+    env.registry.reserve_unawaited(second, second_token)
+
+    wait_until(lambda: env.registry.owner(second)["state"] == "reserved", timeout=5)

@@ -156,21 +156,21 @@ class Unawaited:
     """Token-checked steps whose reply no caller needs, written at once and not waited for.
 
     Each goes out as an EVAL (never NOSCRIPT) on a connection of this
-    process's own, in order; Redis runs it as it arrives, as it would had the
-    caller waited.  The replies are read later, before the next step is sent
-    (a step that failed is logged then), so the caller's path has no round
-    trip for it.  Only for steps that are safe in any order against the
-    process's other steps: each checks its owner token and state itself.
+    process's own; Redis runs it as it arrives, as it would had the caller
+    waited, and the caller's path has no round trip for it.  The reply is
+    read before the next step is sent (a step that failed is logged then),
+    so at most one step is ever unanswered: whatever the socket has received
+    can only be that step's reply, so Redis has the step, and a process that
+    dies now (its socket closed with unread data: a reset) loses no step.
+    Only for steps that are safe in any order against the process's other
+    steps: each checks its owner token and state itself.
     """
-
-    MAX_UNREAD = 64
-    """Replies left in the socket before they are read (a reply is a few bytes)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._lock = threading.Lock()
         self._connection: Any = None
-        self._unread = 0
+        self._unread = False
         self._pid = os.getpid()
 
     def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
@@ -178,41 +178,41 @@ class Unawaited:
         with self._lock:
             connection = self._ready()
             try:
-                self._read(connection, block=self._unread >= self.MAX_UNREAD)
-            except UNREACHABLE:  # the replies of earlier steps are lost with the connection, not this step
+                self._read(connection)
+            except UNREACHABLE:  # the last step's reply is lost with the connection, not this step
                 self._discard()
                 connection = self._ready()
             try:
-                # No health check: its PING would read one of our unread replies as its PONG.
+                # No health check: its PING would read the unread reply as its PONG.
                 connection.send_command("EVAL", script.script, len(keys), *keys, *args, check_health=False)
             except BaseException:
                 self._discard()
                 raise
-            self._unread += 1
+            self._unread = True
 
     def _ready(self) -> Any:
         if self._pid != os.getpid():  # a forked child: never touch the parent's socket
-            self._connection, self._unread, self._pid = None, 0, os.getpid()
+            self._connection, self._unread, self._pid = None, False, os.getpid()
         if self._connection is None:
             self._connection = self._pool.get_connection()
-            self._unread = 0
+            self._unread = False
         return self._connection
 
-    def _read(self, connection: Any, block: bool) -> None:
-        """Read the replies that arrived (all of them if ``block``); a closed connection raises."""
-        while self._unread and (block or connection.can_read(timeout=0)):
-            self._unread -= 1
+    def _read(self, connection: Any) -> None:
+        """Read the last step's reply (it has long arrived when steps are spaced); a closed connection raises."""
+        if self._unread:
+            self._unread = False
             try:
                 connection.read_response()
             except redis.ResponseError as exc:
                 logger.warning("a registry step sent without waiting failed: %s", exc)
-        if not self._unread and connection.can_read(timeout=0):
+        if connection.can_read(timeout=0):
             # Nothing is owed, yet the socket is readable: the server closed it (a restart, a
             # timeout).  A step written now would be lost unseen; as redis-py's pool does, reconnect.
             raise redis.ConnectionError("the connection for steps sent without waiting was closed")
 
     def _discard(self) -> None:
-        connection, self._connection, self._unread = self._connection, None, 0
+        connection, self._connection, self._unread = self._connection, None, False
         if connection is not None:
             connection.disconnect()
             self._pool.release(connection)

@@ -341,17 +341,15 @@ def leaders(env: PersistentEnv, n: int) -> list[tuple[str, str]]:
 def test_steps_sent_without_waiting_are_applied_and_their_replies_read_later(
         env: PersistentEnv, caplog: pytest.LogCaptureFixture) -> None:
     unawaited = env.registry._unawaited
-    unawaited.MAX_UNREAD = 4  # type: ignore[misc]  # on this instance: read them back often
     held = leaders(env, 10)
     for group, token in held:
         env.registry.reserve_unawaited(group, token)
-        assert unawaited._unread <= 5
+        assert unawaited._unread  # one step unanswered at most: the last one
     wait_until(lambda: all(env.registry.owner(g)["state"] == "reserved" for g, _ in held), timeout=5)
     # A step Redis refuses is logged when its reply is read (by the next step), never raised to the caller.
     group, token = held[1]
     unawaited.run(env.registry._scripts["reserve"], [env.keys.owner(group), env.keys.leases()],
                   [group, token, "soon"])  # not a lease: the script fails
-    wait_until(lambda: unawaited._connection.can_read(timeout=0), timeout=5)
     env.registry.reserve_unawaited(*held[0])
     assert "a registry step sent without waiting failed" in caplog.text
 

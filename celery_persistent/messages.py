@@ -174,7 +174,7 @@ def encoded_digest(encoded: bytes) -> str:
 
 class Fingerprint(NamedTuple):
     digest: str  # of the canonical encoding without priv
-    size: int  # bytes of that encoding
+    size: int  # bytes of that encoding (a message loaded from the store: its Ref's size, or its JSON's)
 
 
 def fingerprint(msg: Any, name: str, max_bytes: int) -> Fingerprint:

@@ -67,9 +67,10 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def other_process(store: MessageStore) -> MessageStore:
+def other_process(persistent: Any) -> MessageStore:
     """Another process's view of the same store: same Redis and keys, empty cache."""
-    return MessageStore(store._client, store._keys, store._max_bytes, store._ttl)
+    settings = persistent.settings
+    return MessageStore(persistent.redis, persistent.keys, settings.max_message_bytes, settings.store_ttl)
 
 
 # -- the one-pass digest is the reference encoding's ---------------------------------------------
@@ -143,7 +144,7 @@ def test_a_loaded_message_is_not_hashed_again(persistent, rdb, uid, hashed: list
     try:
         group = persistent.default_grouper(msg)
         hashed.clear()
-        loaded = other_process(persistent.store).get(Ref(dict(ref)))
+        loaded = other_process(persistent).get(Ref(dict(ref)))
         assert loaded == msg and loaded is not msg
         assert message_digest(loaded) == ref.digest
         assert persistent.default_grouper(loaded) == group
@@ -156,7 +157,7 @@ def test_a_changed_message_gets_its_own_digest(persistent, rdb, uid, hashed: lis
     msg = large(uid)
     ref = persistent.ref(msg)
     try:
-        loaded = other_process(persistent.store).get(Ref(dict(ref)))
+        loaded = other_process(persistent).get(Ref(dict(ref)))
         assert isinstance(loaded, KnownMessage)
         hashed.clear()
 
@@ -174,7 +175,7 @@ def test_a_changed_message_gets_its_own_digest(persistent, rdb, uid, hashed: lis
         assert message_digest(loaded) == message_digest({**msg, "data": [*msg["data"], "one more"]}) != ref.digest
         assert sum(hashed) >= ref.size
 
-        reloaded = other_process(persistent.store).get(Ref(dict(ref)))
+        reloaded = other_process(persistent).get(Ref(dict(ref)))
         reloaded["id"] = "renamed"  # through the mapping itself
         assert message_digest(reloaded) == message_digest({**msg, "id": "renamed"})
         assert reloaded.known() is None  # dropped for good: hashed at every use, as a plain dict is

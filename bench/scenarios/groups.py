@@ -167,6 +167,27 @@ def rows(data: dict[str, Any]) -> list[Row]:
                         "place_s": config["place_s"]}))
     out.append(memory_row(data["memory"]))
     out.extend(scale_rows(data.get("scale") or {}))
+    out.extend(table_rows((data.get("scale") or {}).get("table") or {}))
+    return out
+
+
+def table_rows(table_data: dict[str, Any]) -> list[Row]:
+    """Issue 12, target 5 (no target figure): round-robin throughput by groups, workers and broker."""
+    out = []
+    for broker, runs in table_data.items():
+        on = "Redis" if broker == "redis" else "RabbitMQ"
+        for run in runs:
+            if "rows" not in run:
+                continue
+            plain = _median(run["plain"])
+            w = run["workers"]
+            for row in run["rows"]:
+                ours = _median(row["rates"])
+                out.append(Row("4 groups", f"throughput, {row['groups']:,} groups round-robin ({row['n']} requests "
+                               f"a round) on {w} persistent worker{'s' * (w > 1)}, {on} broker, vs plain Celery "
+                               f"on as many solo workers", f"{ours:.0f} req/s", f"{plain:.0f} req/s",
+                               ours / plain, f"{ours / plain:.2f}{TIMES}", "", None,
+                               max(cv(row["rates"]), cv(run["plain"])), row))
     return out
 
 
@@ -182,7 +203,7 @@ def scale_rows(scale_data: dict[str, Any]) -> list[Row]:
     """Issue 12, target 1: one persistent worker hosting many groups, on Redis (targets) and RabbitMQ."""
     out = []
     for broker, run in scale_data.items():
-        if not isinstance(run, dict) or "many" not in run:
+        if broker == "table" or not isinstance(run, dict) or "many" not in run:
             continue
         on = "Redis" if broker == "redis" else "RabbitMQ"
         targeted = broker == "redis"
@@ -252,6 +273,8 @@ def run(ctx: Context) -> Result:
         "500) at a time, waiting for their adoption, because adopting a group costs time proportional to the "
         "number of queues the worker already consumes; larger batches lose groups (see docs/benchmarks.md).")
     for broker, run in (data.get("scale") or {}).items():
+        if broker == "table":
+            continue
         if isinstance(run, dict) and "many" in run:
             result.notes.append(
                 f"Many groups ({broker}): {run['hosted']} groups hosted by one worker; queues it consumed once "
@@ -266,11 +289,36 @@ def run(ctx: Context) -> Result:
     return result
 
 
+def _plot_table(ax: Any, table_data: dict[str, Any]) -> None:
+    """Round-robin throughput by number of groups: each broker, 1 and 2 persistent workers."""
+    for broker, runs in table_data.items():
+        for run in runs:
+            if "rows" not in run:
+                continue
+            xs = [r["groups"] for r in run["rows"]]
+            ys = [_median(r["rates"]) for r in run["rows"]]
+            style = ("o-" if run["workers"] == 1 else "s-") if broker == "redis" else \
+                ("o--" if run["workers"] == 1 else "s--")
+            line = ax.plot(xs, ys, style, label=f"{broker}, {run['workers']} persistent worker(s)")[0]
+            ax.axhline(_median(run["plain"]), color=line.get_color(), linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("groups (requests round-robin over all)")
+    ax.set_ylabel("requests/s")
+    ax.set_title("Throughput by groups and broker (dotted: plain Celery)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot(result: Result, path: Any) -> None:
     import matplotlib.pyplot as plt
 
     data = result.data
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    table_data = (data.get("scale") or {}).get("table") or {}
+    fig, axes = plt.subplots(1, 3 if table_data else 2, figsize=(15 if table_data else 10, 4.2))
+    left, right = axes[0], axes[1]
+    if table_data:
+        _plot_table(axes[2], table_data)
     for workers, style in ((1, "o-"), (2, "s-")):
         configs = [c for c in data["ours"] if c["workers"] == workers]
         xs = [c["groups"] for c in configs]
@@ -418,6 +466,43 @@ def scale_run(logdir: Any, groups: int, rounds: int, n: int, n_ten: int) -> dict
     return out
 
 
+TABLE_GROUPS = (1, 100, 1000, 10_000)
+
+
+def table_run(logdir: Any, workers: int, sizes: list[int], rounds: int, cap: int) -> dict[str, Any]:
+    """Issue 12, target 5: requests round-robin over G groups on ``workers`` persistent workers, G growing
+    on the same workers (groups 0..G-1 hosted, each placed once); and plain Celery on as many solo workers.
+    ``cap`` bounds the requests of a round (0: max(500, G), so that every group gets one)."""
+    from bench.app import BROKER_URL, DEFAULT_QUEUE, PREFIX
+
+    out: dict[str, Any] = {"broker": "rabbitmq" if BROKER_URL.startswith("amqp") else "redis",
+                           "workers": workers, "rows": []}
+    tag = f"w{workers}"
+    with Fleet(logdir) as fleet:
+        fleet.start(*[{"queues": [DEFAULT_QUEUE]} for _ in range(workers)])
+        burst(_plain_sender, 50)
+        n = cap or 500
+        out["plain"] = [burst(_plain_sender, n)[0] for _ in range(rounds)]
+        fleet.kill()
+    with Fleet(logdir) as fleet:
+        fleet.start(*[{"queues": [f"{PREFIX}.unused"], "persistent": True} for _ in range(workers)])
+        placed = 0
+        for groups in sizes:
+            place_s = _place_many(tag, placed, groups) if groups > placed else 0.0
+            placed = groups
+            send = _ours_sender(tag, groups)
+            n = min(cap, max(500, groups)) if cap else max(500, groups)
+            burst(send, min(n, 50))
+            rates = [burst(send, n)[0] for _ in range(rounds)]
+            out["rows"].append({"groups": groups, "n": n, "rates": rates, "place_s": place_s,
+                                "spread": sorted(hosted_counts().values(), reverse=True)})
+        fleet.kill()
+    if out["broker"] == "rabbitmq":
+        _drop_rabbit_queues([f"{PREFIX}.g.t-{tag}-{i}" for i in range(max(sizes))])
+    wipe(PREFIX)
+    return out
+
+
 class PrivateRedis:
     """A redis-server of this scenario alone, so that its CPU figure is ours (the shared one serves others)."""
 
@@ -447,15 +532,46 @@ class PrivateRedis:
         self.proc.wait(10)
 
 
-def scale(ctx: Context) -> dict[str, Any]:
-    """The many-groups run on each broker, each in a subprocess with its own broker settings."""
+def _subprocess(ctx: Context, url: str, redis_url: str, args: list[str]) -> dict[str, Any]:
+    """One run of this module as a subprocess on broker ``url``; its JSON, or the error."""
     import json
     import os
-    import shutil
     import subprocess
     import sys
 
-    from tests.support import port_open
+    env = {**os.environ, "BENCH_REDIS_URL": redis_url, "BENCH_BROKER_URL": url}
+    done = subprocess.run([sys.executable, "-m", "bench.scenarios.groups", *args], env=env, capture_output=True,
+                          text=True, timeout=3600)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def table(ctx: Context, private: PrivateRedis, brokers: dict[str, str]) -> dict[str, Any]:
+    """Issue 12, target 5: throughput over 1..10,000 groups, 1 and 2 persistent workers, each broker."""
+    sizes = ctx.pick([1, 100, 1000], list(TABLE_GROUPS))
+    out: dict[str, Any] = {}
+    for name, url in brokers.items():
+        # RabbitMQ: few requests a round (the stall of several group queues on one worker, see the notes).
+        rounds, cap = (ctx.pick(1, 2), 0) if name == "redis" else (1, 30)
+        out[name] = [_subprocess(ctx, url, private.url, ["table", str(ctx.logdir), str(workers), str(rounds),
+                                                         str(cap), ",".join(map(str, sizes))])
+                     for workers in (1, 2)]
+    return out
+
+
+def scale(ctx: Context) -> dict[str, Any]:
+    """The many-groups run on each broker, each in a subprocess with its own broker settings."""
+    import shutil
+    import socket
+
+    def port_open(host: str, port: int) -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     groups = ctx.pick(2000, SCALE_GROUPS)
     runs: dict[str, Any] = {}
@@ -467,18 +583,13 @@ def scale(ctx: Context) -> dict[str, Any]:
         if port_open("127.0.0.1", 5672):
             brokers["rabbitmq"] = RABBIT_URL
         for name, url in brokers.items():
-            env = {**os.environ, "BENCH_REDIS_URL": private.url, "BENCH_BROKER_URL": url}
             n = ctx.pick(300, 500) if name == "redis" else 200
             # RabbitMQ: a persistent worker consuming several group queues stalls (about one request a
             # second, before and after napping; see docs/benchmarks.md): few requests there.
             n_ten = n if name == "redis" else 30
-            done = subprocess.run([sys.executable, "-m", "bench.scenarios.groups", str(ctx.logdir), str(groups),
-                                   str(ctx.pick(2, 3)), str(n), str(n_ten)],
-                                  env=env, capture_output=True, text=True, timeout=1800)
-            if done.returncode != 0:
-                runs[name] = {"error": done.stderr[-2000:]}
-                continue
-            runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[name] = _subprocess(ctx, url, private.url, [str(ctx.logdir), str(groups), str(ctx.pick(2, 3)),
+                                                             str(n), str(n_ten)])
+        runs["table"] = table(ctx, private, brokers)
     finally:
         private.stop()
     return runs
@@ -489,5 +600,9 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    logdir, count, rounds_, n_, n_ten_ = Path(sys.argv[1]), *(int(a) for a in sys.argv[2:6])
-    print(json.dumps(scale_run(logdir, count, rounds_, n_, n_ten_)))
+    if sys.argv[1] == "table":
+        logdir, (workers_, rounds_, cap_) = Path(sys.argv[2]), (int(a) for a in sys.argv[3:6])
+        print(json.dumps(table_run(logdir, workers_, [int(g) for g in sys.argv[6].split(",")], rounds_, cap_)))
+    else:
+        logdir, count, rounds_, n_, n_ten_ = Path(sys.argv[1]), *(int(a) for a in sys.argv[2:6])
+        print(json.dumps(scale_run(logdir, count, rounds_, n_, n_ten_)))

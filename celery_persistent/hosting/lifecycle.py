@@ -136,8 +136,11 @@ class Host:
             self.store.touch([h.ref for h in self.table.all()])
         if not self.draining:
             self._unpark()
-        placed = [group for group in (self._handle(raw) for raw in self.registry.take_inbox(self.hostname)) if group]
+        stops: set[str] = set()
+        placed = [g for g in (self._handle(raw, stops) for raw in self.registry.take_inbox(self.hostname)) if g]
         adopted = self._adopt(placed)
+        for h, _ in adopted:  # stop_worker on a parked group: its stop follows its placement in the inbox
+            h.stopping = h.stopping or h.group in stops
         if adopted:
             self.queues.soon(partial(self._activate, adopted))
         if self.queues.lazy:
@@ -335,7 +338,7 @@ class Host:
 
     # -- the inbox ------------------------------------------------------------------
 
-    def _handle(self, raw: str) -> str | None:
+    def _handle(self, raw: str, stops: set[str]) -> str | None:
         """Handle one inbox command; the name of a group placed here is returned, for ``_adopt``."""
         try:
             command = Command.decode(raw)
@@ -352,6 +355,8 @@ class Host:
             h = self.table.lookup(command.group)
             if h is not None:
                 h.stopping = True  # released on this beat or, if busy, a later one
+            else:
+                stops.add(command.group)  # placed by this same read of the inbox, adopted after it
             return None
         return command.group
 

@@ -8,7 +8,9 @@ opentelemetry-instrumentation-celery makes its producer span from them), the
 ``task-sent`` event goes out when ``task_send_sent_event`` is on, and the
 result joins its parent task's trail.  Only the task message itself is
 dropped, by the producer below (see ``celery.app.amqp`` ``send_task_message``:
-it publishes the message between the two signals).
+it publishes the message between the two signals).  When nothing observes a
+send (``send_observed``), the caller gets what that path leaves behind (its
+result, subscribed, in its parent's trail) without it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from celery.signals import after_task_publish, before_task_publish
+
 from .dispatch import HEADER
 
 MARK = "unsent"
 """Key of the plugin's header that marks a message never to be published."""
+
+
+def send_observed(task: Any) -> bool:
+    """Whether anything watches ``task``'s sends: a receiver of the publish signals, task-sent events.
+
+    The instrumentation (opentelemetry-instrumentation-celery) connects to
+    both signals; when nothing does and no ``task-sent`` event goes out, a
+    coalesced caller skips the send path (``PersistentTask.publish_unsent``):
+    it would only build a message to drop it.
+    """
+    if task.app.conf.task_send_sent_event:
+        return True
+    return bool(before_task_publish.has_listeners(task.name) or after_task_publish.has_listeners(task.name))
 
 
 def is_unsent(headers: Mapping[str, Any] | None) -> bool:

@@ -115,6 +115,13 @@ def rows(data: dict[str, Any]) -> list[Row]:
                    ms(ours.median), ms(theirs.median), ratio, f"{ratio:.2f}{TIMES}", f"≤ 1{TIMES} (no worse)",
                    ours.median <= theirs.median, noise_of(walls["persistent"], walls["singleton"]),
                    {"ours": ours.as_dict(), "baseline": theirs.as_dict()}))
+    sends = {s: Summary([[b["send"] / b["n"]] for b in data["bursts"][s]]) for s in ("persistent", "singleton")}
+    ratio = sends["persistent"].median / sends["singleton"].median
+    out.append(Row("3 coalescing", f"client time per `delay()` while sending {n} identical requests (1 leader, "
+                   f"{n - 1} coalesced): ours vs celery-singleton", ms(sends["persistent"].median),
+                   ms(sends["singleton"].median), ratio, f"{ratio:.2f}{TIMES}", "", None,
+                   noise_of(sends["persistent"], sends["singleton"]),
+                   {"ours": sends["persistent"].as_dict(), "baseline": sends["singleton"].as_dict()}))
     quiet = data["no_events"]
     no_events = Summary([[(b["wall"] - Summary([[x] for x in quiet["single"]]).median) / b["n"]]
                          for b in quiet["bursts"]])

@@ -44,6 +44,8 @@ class Answerer:
         this worker and fires the task signals (events.py, signals.py).
         """
         pending = self._skip_revoked(list(records))
+        if not pending:
+            return 0  # a leader with nobody waiting: nothing to store, announce or fire
         done = answer(self.app, pending, outcome)
         by = answered_by(onto)
         self.events.announce(done, by)

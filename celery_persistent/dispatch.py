@@ -259,9 +259,19 @@ class Dispatcher:
         return finished
 
     def settle(self, delivery: str) -> None:
-        """Every caller of ``delivery`` is answered; if Redis is gone for longer, the reaper re-checks it."""
+        """Every caller of ``delivery`` is answered; if Redis is gone for longer, the reaper re-checks it.
+
+        Sent without waiting for the reply (``Registry.delivered_unawaited``):
+        nothing after it depends on it.  If it cannot be sent, it is repeated
+        through a short outage as before.
+        """
         if not delivery:
             return
+        try:
+            self.registry.delivered_unawaited(delivery)
+            return
+        except UNREACHABLE:
+            pass
         try:
             self.registry.steady(lambda: self.registry.delivered(delivery))
         except RegistryUnavailable:

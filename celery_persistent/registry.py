@@ -500,6 +500,19 @@ class Registry:
                   self.keys.deliveries(), self.keys.checkpoint(group, writer_key(token))],
             args=[member, "done"])
 
+    def delivered_unawaited(self, member: str) -> None:
+        """``delivered``, sent without waiting for its reply (``Unawaited``).
+
+        It only deletes, and only what ``member`` names: safe after anything
+        this process sent before it.  A delivery whose step is lost stays
+        until its deadline, and the reaper then finds every caller answered.
+        """
+        group, token = parse_member(member)
+        self._unawaited.run(self._scripts["deliver"],
+                            [self.keys.delivery(group, token), self.keys.delivery_waiters(group, token),
+                             self.keys.deliveries(), self.keys.checkpoint(group, writer_key(token))],
+                            [member, "done"])
+
     def due_deliveries(self, limit: int = 100) -> list[str]:
         """Members of deliveries past their deadline (their writer died); reads only."""
         found = self.client.zrangebyscore(self.keys.deliveries(), "-inf", self.server_ms(), start=0, num=limit)

@@ -192,7 +192,9 @@ class Worker:
         self.env.app.backend.mark_as_done(task.request.id, outcome)  # the tracer stores the leader's own answer
         with counted(client, self.scripts) as after:
             trace_after_return(self.env, task)
-        assert run.round_trips == len(run.commands) and after.round_trips == len(after.commands)
+        assert run.round_trips == len(run.commands) and run.unawaited == 0
+        # The delivery is closed without waiting (Dispatcher.settle): no round trip.
+        assert after.round_trips == 0 and after.unawaited == len(after.commands)
         return run.commands, after.commands, answers.round_trips
 
 
@@ -229,7 +231,7 @@ def test_a_leader_takes_two_round_trips_to_send_and_four_on_its_worker(env: Pers
     # Fenced (claim); released with its outcome, waiters, delivery and histograms in one step (finish).
     assert run == ["claim", "finish"]
     assert answers == 0  # no waiter to answer
-    assert after == ["deliver"]  # every caller answered: the delivery is closed
+    assert after == ["deliver"]  # every caller answered: the delivery is closed (not waited for)
     assert result.get(timeout=5) == {"x": 1}
 
 
@@ -311,7 +313,7 @@ def test_a_hosted_request_takes_one_round_trip_to_send(env: PersistentEnv, scrip
     env.app.backend.mark_as_done(task.request.id, outcome)
     with counted(env.runtime.client, scripts) as after:
         trace_after_return(env, task)
-    assert after.commands == ["deliver"] and after.round_trips == 1
+    assert after.commands == ["deliver"] and (after.round_trips, after.unawaited) == (0, 1)
     assert result.get(timeout=5) == {"x": 3}
 
 

@@ -117,7 +117,8 @@ class Dispatcher:
         with contextlib.suppress(*UNREACHABLE):
             # It is on the broker: the send succeeded.  Unmarked, it keeps its short
             # lease, and the reaper may send it again; the owner token fences that copy.
-            self.registry.published(group, submitted.token)
+            # Not waited for: its reply tells nothing the sender needs.
+            self.registry.published_unawaited(group, submitted.token)
         return result
 
     def _kept_with_lineage(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

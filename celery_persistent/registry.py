@@ -299,6 +299,16 @@ class Registry:
         keys = [self.keys.owner(group), self.keys.leases()]
         return bool(self._scripts["reserve"](keys=keys, args=[group, token, self.lease_ms]))
 
+    def published_unawaited(self, group: str, token: str) -> None:
+        """``published``, sent without waiting for its reply (``Unawaited``): the client that sent the leader.
+
+        The short lease becomes the queue TTL when the step arrives, as
+        before; the sender goes on at once.  It checks the token and the
+        "queued" state, so a worker's reserve or claim that overtakes it wins.
+        """
+        self._unawaited.run(self._scripts["published"], [self.keys.owner(group), self.keys.leases()],
+                            [group, token, self.queue_ms])
+
     def reserve_unawaited(self, group: str, token: str) -> None:
         """``reserve``, sent without waiting for its reply (``Unawaited``): a worker's reception of a leader.
 

@@ -80,6 +80,7 @@ def count_connections() -> None:
     for pool in (persistent.redis.connection_pool, app.backend.client.connection_pool):
         pool.connection_class = CountingConnection
         pool.reset()
+    persistent.registry._unawaited._discard()  # its next step takes a counting connection too
 
 
 def _script_names() -> dict[str, str]:

@@ -27,16 +27,36 @@ MARK = "unsent"
 
 
 def send_observed(task: Any) -> bool:
-    """Whether anything watches ``task``'s sends: a receiver of the publish signals, task-sent events.
+    """Whether anything watches ``task``'s sends: publish-signal receivers, task-sent events, a wrapped send path.
 
     The instrumentation (opentelemetry-instrumentation-celery) connects to
-    both signals; when nothing does and no ``task-sent`` event goes out, a
-    coalesced caller skips the send path (``PersistentTask.publish_unsent``):
-    it would only build a message to drop it.
+    both signals; other tools wrap ``Task.apply_async`` or ``Celery.send_task``
+    (docs/events.md).  When none of these is so, a coalesced caller skips the
+    send path (``PersistentTask.publish_unsent``): it would only build a
+    message to drop it.
     """
     if task.app.conf.task_send_sent_event:
         return True
-    return bool(before_task_publish.has_listeners(task.name) or after_task_publish.has_listeners(task.name))
+    if before_task_publish.has_listeners(task.name) or after_task_publish.has_listeners(task.name):
+        return True
+    return not (_celerys_own(_next_apply_async(type(task)), "celery/app/task.py")
+                and _celerys_own(getattr(type(task.app), "send_task", None), "celery/app/base.py"))
+
+
+def _next_apply_async(cls: type) -> Any:
+    """The ``apply_async`` that ``PersistentTask.publish`` reaches through ``super()``."""
+    from .task import PersistentTask
+
+    mro = cls.__mro__
+    after = mro[mro.index(PersistentTask) + 1:] if PersistentTask in mro else mro
+    return next((klass.__dict__["apply_async"] for klass in after if "apply_async" in klass.__dict__), None)
+
+
+def _celerys_own(fn: Any, path: str) -> bool:
+    """``fn`` is Celery's own code, not a subclass's override nor a tool's wrapper."""
+    code = getattr(fn, "__code__", None)
+    return (code is not None and code.co_filename.replace("\\", "/").endswith(path)
+            and not hasattr(fn, "__wrapped__"))
 
 
 def is_unsent(headers: Mapping[str, Any] | None) -> bool:

@@ -80,3 +80,23 @@ def test_an_observed_send_goes_through_the_send_path(env: PersistentEnv, monkeyp
         assert seen == [leader.id, waiter.id]  # the coalesced caller's send is seen, its message dropped
     answer(env, leader)
     assert waiter.get(timeout=5) == {"x": 1}
+
+
+def test_a_wrapped_send_path_counts_as_observed(env: PersistentEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool that wraps Task.apply_async (or Celery.send_task) still sees every coalesced caller."""
+    from celery.app.task import Task
+
+    resolve = env.app.tasks[env.persistent.resolve.name]
+    seen: list[str] = []
+    real = Task.apply_async
+
+    def wrapped(self: Any, args: Any = None, kwargs: Any = None, task_id: Any = None, **options: Any) -> Any:
+        seen.append(task_id)
+        return real(self, args, kwargs, task_id, **options)
+
+    monkeypatch.setattr(Task, "apply_async", wrapped)
+    assert unsent.send_observed(resolve)
+    leader, waiter = leader_and_waiter(env)
+    assert waiter.id in seen
+    answer(env, leader)
+    assert waiter.get(timeout=5) == {"x": 1}

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -172,6 +173,10 @@ class Unawaited:
         self._connection: Any = None
         self._unread = False
         self._pid = os.getpid()
+        # A prefork child may be forked while another thread (the lease beat) holds the lock: it gets
+        # a lock of its own, as the plugin's does (the hang of issue 9, item 15).
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _fresh_lock(ref))
 
     def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
         """Send ``script``; raises redis-py's connection errors if it could not be sent."""
@@ -216,6 +221,12 @@ class Unawaited:
         if connection is not None:
             connection.disconnect()
             self._pool.release(connection)
+
+
+def _fresh_lock(ref: weakref.ReferenceType[Unawaited]) -> None:
+    unawaited = ref()
+    if unawaited is not None:
+        unawaited._lock = threading.Lock()
 
 
 def _text(value: Any) -> str:

@@ -148,6 +148,11 @@ class HostedTable:
             self._groups[new] = h
             self._by_name[new] = h
 
+    def leases_of(self, groups: list[Hosted]) -> list[tuple[str, str]]:
+        """(name, token) of every registration of ``groups`` still here, read under the lock: O(len(groups))."""
+        with self._lock:
+            return [lease for h in groups if self._groups.get(h.group) is h for lease in h.leases()]
+
     def leases(self, where: Callable[[Hosted], bool] | None = None) -> list[tuple[str, str]]:
         """(name, token) of every registration held (of the groups ``where`` selects), read under the
         lock (never half-renamed)."""

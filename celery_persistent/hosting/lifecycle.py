@@ -164,13 +164,12 @@ class Host:
         """Renew the leases of awake groups, and of napping groups every third of their lease (all of them
         after a gap in this host's renewals: the registry may have cut long leases, pulse.lua)."""
         every = self.naps.nap_lease / 3
-        due = {id(h) for h in groups if not h.asleep or gap or now - h.kept >= every}
-        leases = self.table.leases(lambda h: id(h) in due) if len(due) != len(self.table) else self.table.leases()
+        due = [h for h in groups if not h.asleep or gap or now - h.kept >= every]
+        leases = self.table.leases_of(due)
         kept = self.naps.keep(leases)
         self._kept_at = now
-        for h in groups:
-            if id(h) in due:
-                h.kept = now
+        for h in due:
+            h.kept = now
         for (name, token), ok in zip(leases, kept, strict=True):
             if not ok:
                 self._lost(name, token)

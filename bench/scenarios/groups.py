@@ -268,10 +268,10 @@ def run(ctx: Context) -> Result:
     mem = data["memory"]
     result.notes.append(
         f"Memory: {mem['hosted']} of {mem['groups']} groups hosted; while hosting them the idle worker used "
-        f"{mem['idle_cpu'] * 100:.0f}% of a CPU (lease renewal and heartbeat every second); "
+        f"{mem['idle_cpu'] * 100:.1f}% of a CPU (idle group queues nap on Redis: see the many-groups rows); "
         f"'lost group' log lines: {mem['lost_groups_logged']}. Groups were placed 1000 (then, above 4000, "
-        "500) at a time, waiting for their adoption, because adopting a group costs time proportional to the "
-        "number of queues the worker already consumes; larger batches lose groups (see docs/benchmarks.md).")
+        "500) at a time, waiting for their adoption (a limit from before napping, when adopting a group cost "
+        "time proportional to the queues the worker consumed; kept so that the memory curve has its points).")
     for broker, run in (data.get("scale") or {}).items():
         if broker == "table":
             continue

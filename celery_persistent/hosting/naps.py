@@ -117,28 +117,29 @@ class Bell:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
-        self._stopped.clear()
-        self._thread = threading.Thread(target=self._run, name="persistent-bell", daemon=True)
+        self._stopped = threading.Event()  # its own: a thread stopped before still ends
+        self._thread = threading.Thread(target=self._run, args=(self._stopped,), name="persistent-bell",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop at the end of the read in flight (at most RING_WAIT): never waited for, so that a warm
+        shutdown is not slowed; a ring it still reads wakes a group no longer hosted, which is ignored."""
         self._stopped.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=RING_WAIT + 3)
+        self._thread = None
 
-    def _run(self) -> None:
-        while not self._stopped.is_set():
+    def _run(self, stopped: threading.Event) -> None:
+        while not stopped.is_set():
             try:
                 names = self.naps.rings(RING_WAIT)
             except UNREACHABLE as exc:
                 # The sweep and the lease cut of submit.lua cover the outage; retry shortly.
                 logger.warning("could not read the bell: %s", exc)
-                self._stopped.wait(1.0)
+                stopped.wait(1.0)
                 continue
             except Exception:
                 logger.exception("reading the bell failed")
-                self._stopped.wait(1.0)
+                stopped.wait(1.0)
                 continue
             if names:
                 try:

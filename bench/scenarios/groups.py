@@ -461,7 +461,7 @@ def scale_run(logdir: Any, groups: int, rounds: int, n: int, n_ten: int) -> dict
         out["hosted"] = sum(hosted_counts().values())
         fleet.kill()
     if out["broker"] == "rabbitmq":
-        _drop_rabbit_queues([f"{PREFIX}.g.t-{tag}-{i}" for i in range(groups)])
+        _drop_rabbit_queues([f"{PREFIX}.g.t-{tag}-{i}" for i in range(groups)] + [f"{PREFIX}.unused"])
     wipe(PREFIX)
     return out
 
@@ -498,7 +498,7 @@ def table_run(logdir: Any, workers: int, sizes: list[int], rounds: int, cap: int
                                 "spread": sorted(hosted_counts().values(), reverse=True)})
         fleet.kill()
     if out["broker"] == "rabbitmq":
-        _drop_rabbit_queues([f"{PREFIX}.g.t-{tag}-{i}" for i in range(max(sizes))])
+        _drop_rabbit_queues([f"{PREFIX}.g.t-{tag}-{i}" for i in range(max(sizes))] + [f"{PREFIX}.unused", DEFAULT_QUEUE])
     wipe(PREFIX)
     return out
 

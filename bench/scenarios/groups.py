@@ -498,7 +498,8 @@ def table_run(logdir: Any, workers: int, sizes: list[int], rounds: int, cap: int
                                 "spread": sorted(hosted_counts().values(), reverse=True)})
         fleet.kill()
     if out["broker"] == "rabbitmq":
-        _drop_rabbit_queues([f"{PREFIX}.g.t-{tag}-{i}" for i in range(max(sizes))] + [f"{PREFIX}.unused", DEFAULT_QUEUE])
+        queues = [f"{PREFIX}.g.t-{tag}-{i}" for i in range(max(sizes))]
+        _drop_rabbit_queues([*queues, f"{PREFIX}.unused", DEFAULT_QUEUE])
     wipe(PREFIX)
     return out
 

@@ -131,13 +131,20 @@ def test_group_queues_show_in_the_persistent_workers_active_queues(site, persist
         info = flower.get(f"/api/workers?refresh=1&workername={hosting.hostname}").get(hosting.hostname) or {}
         return [queue["name"] for queue in info.get("active_queues") or []]
 
-    wait_until(lambda: handle.queue in queues(), timeout=15, interval=0.3,
+    def listed_while_awake() -> bool:
+        # On the Redis broker an idle group's queue naps (is not consumed) until a request rings it,
+        # and a solo worker answers Flower only between executions: ask right after one.
+        persistent.resolve.delay(msg1, {"path": "add", "by": 0, "n": -1}).get(timeout=10)
+        return handle.queue in queues()
+
+    wait_until(listed_while_awake, timeout=30, interval=0.3,
                message="the group queue in the worker's active_queues")
     # The ordinary worker does not consume group queues.
     plain = flower.get(f"/api/workers?refresh=1&workername={site['plain'].hostname}")[site["plain"].hostname]
     assert handle.queue not in [q["name"] for q in plain["active_queues"]]
 
     # Requests waiting behind a busy hosted execution are messages in the group queue.
+    ran = int(rdb.get(evidence_key("runs", uid)) or 0)  # the wake-ups above ran too
     blocker = persistent.resolve.delay(msg1, {"path": "add", "by": 1, "until": uid, "n": 0})
     behind = [persistent.resolve.delay(msg1, {"path": "add", "by": 1, "n": n}) for n in (1, 2, 3)]
 
@@ -145,7 +152,7 @@ def test_group_queues_show_in_the_persistent_workers_active_queues(site, persist
         lengths = flower.get("/api/queues/length")["active_queues"]
         return next((q["messages"] for q in lengths if q["name"] == handle.queue), 0)
 
-    wait_until(lambda: rdb.get(evidence_key("runs", uid)) == b"1", message="the blocker to start")
+    wait_until(lambda: int(rdb.get(evidence_key("runs", uid)) or 0) == ran + 1, message="the blocker to start")
     wait_until(lambda: waiting() >= 1, timeout=10, interval=0.2, message="flower to count the group queue")
     # A persistent worker is solo: its task events wait in a buffer until the execution ends,
     # so while the blocker runs Flower has not heard of it.

@@ -28,16 +28,6 @@ class Worker(WorkerProcess):
         return self
 
 
-def port_open(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 class Cluster:
     """Real workers of one test app: persistent (solo, --persistent) and ordinary."""
 

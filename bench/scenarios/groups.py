@@ -565,14 +565,8 @@ def table(ctx: Context, private: PrivateRedis, brokers: dict[str, str]) -> dict[
 def scale(ctx: Context) -> dict[str, Any]:
     """The many-groups run on each broker, each in a subprocess with its own broker settings."""
     import shutil
-    import socket
 
-    def port_open(host: str, port: int) -> bool:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return True
-        except OSError:
-            return False
+    from celery_persistent.embedded import reachable
 
     groups = ctx.pick(2000, SCALE_GROUPS)
     runs: dict[str, Any] = {}
@@ -581,7 +575,7 @@ def scale(ctx: Context) -> dict[str, Any]:
     private = PrivateRedis(ctx.logdir)
     try:
         brokers = {"redis": private.url}
-        if port_open("127.0.0.1", 5672):
+        if reachable("127.0.0.1", 5672, timeout=1):
             brokers["rabbitmq"] = RABBIT_URL
         for name, url in brokers.items():
             n = ctx.pick(300, 500) if name == "redis" else 200

@@ -8,8 +8,9 @@ from types import ModuleType
 
 import pytest
 
+from celery_persistent.embedded import reachable
 from tests.e2e.support import Site
-from tests.support import Worker, port_open
+from tests.support import Worker
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def prefork_worker(tmp_path_factory) -> Iterator[Worker]:
 @pytest.fixture(params=["basic", "rabbit"])
 def broker(request) -> ModuleType:
     """The test app on Redis and on RabbitMQ (Redis stays result backend and registry)."""
-    if request.param == "rabbit" and not port_open("127.0.0.1", 5672):
+    if request.param == "rabbit" and not reachable("127.0.0.1", 5672, timeout=1):
         pytest.skip("RabbitMQ is not reachable at 127.0.0.1:5672")
     return importlib.import_module(f"tests.apps.{request.param}")
 

@@ -39,8 +39,11 @@ class GroupQueues:
         self._waiting: list[Callable[[], Any]] = []
         self._lock = threading.Lock()
 
-    def bind(self, consumer: Any, queues: list[str] | None = None) -> None:
+    def bind(self, consumer: Any, queues: list[str] | None = None, napping: list[str] | None = None) -> None:
         """The consumer (re)started: add ``queues`` to it, then run the work that waited for it.
+
+        ``napping``: the queues of napping groups, consumed too unless this
+        transport lets them nap (``lazy``).
 
         Called from the consumer's bootstep, before its event loop starts
         consuming: queues are only added here, and the loop's own
@@ -56,7 +59,7 @@ class GroupQueues:
             # On the task consumer's channel, so that it shares its BRPOP; never declared, no acks.
             self._nudges = Consumer(consumer.task_consumer.channel, queues=[Queue(self.nudge_queue, no_declare=True)],
                                     no_ack=True, auto_declare=False, on_message=lambda message: None)
-        self.consume(*(queues or ()), start=False)
+        self.consume(*(queues or ()), *(() if self.lazy else napping or ()), start=False)
         if self._nudges is not None:
             self._nudges.consume()
         for fn in waiting:

@@ -45,7 +45,7 @@ class Hosted:
     retired: set[str] = field(default_factory=set)  # aliases whose old queue is done and deleted
     stopping: bool = False  # stop_worker: release as soon as its accepted requests are done
     suspects: set[str] = field(default_factory=set)  # accepted ids with no message last time we looked
-    asleep: bool = False  # its queue naps (not consumed): a request rings for it (naps.py)
+    asleep: bool = False  # napping: a long lease, a request rings; on Redis its queue is not consumed (naps.py)
     napping: bool = False  # a nap is scheduled on the event loop
     kept: float = 0.0  # when its lease was last renewed (monotonic)
 
@@ -77,7 +77,7 @@ class HostedTable:
     def __init__(self) -> None:
         self._groups: OrderedDict[str, Hosted] = OrderedDict()
         self._by_name: dict[str, Hosted] = {}
-        self._awake: dict[int, Hosted] = {}  # by id(): the groups whose queue is consumed (not napping)
+        self._awake: dict[int, Hosted] = {}  # by id(): the groups not napping (renewed on every beat)
         self._lock = threading.RLock()
 
     def add(self, h: Hosted) -> None:
@@ -100,7 +100,7 @@ class HostedTable:
             return True
 
     def awake(self) -> list[Hosted]:
-        """A snapshot of the groups whose queue is consumed: a beat's work is O(these), not O(all)."""
+        """A snapshot of the groups not napping: a beat's work is O(these), not O(all)."""
         with self._lock:
             return list(self._awake.values())
 

@@ -7,12 +7,13 @@ idle groups and rolling groups whose journal is due for a checkpoint.
 Anything that touches the consumer or executes requests is handed to the
 worker's event loop (``GroupQueues.soon``).
 
-On kombu's Redis transport an idle group's queue naps (``naps.py``): the
-beat picks groups idle for ``nap_after``, the event loop naps them
-(``nap.lua``, then the queue is no longer consumed); a ring on the host's
-bell (a request accepted for a napping group) or the beat's sweep (a message
-in a napping queue) wakes them.  Napping groups are renewed rarely, so a
-beat costs O(awake groups) in Redis, not O(hosted groups).
+An idle group naps (``naps.py``): the beat picks groups idle for
+``nap_after``, the event loop naps them (``nap.lua``: a long lease, and the
+next request rings the host's bell), and on kombu's Redis transport their
+queue is then no longer consumed.  A ring, the beat's sweep (a message in a
+napping queue, Redis) or a message run without a ring (RabbitMQ, where the
+queue stays consumed) wakes them.  Napping groups are renewed rarely, so a
+beat costs O(awake groups) in Redis, not O(hosted groups), on both brokers.
 
 A rolling group is never reset by a worker going away: when no other
 persistent worker can take it (warm shutdown, drain, a cancelled queue, a
@@ -116,9 +117,10 @@ class Host:
     def bind(self, consumer: object) -> None:
         """Called when the worker's consumer (re)starts: consume hosted queues again (napping ones stay
         napping: their bell is set in Redis)."""
-        self.queues.bind(consumer, [q for h in self.table.all() if not h.asleep for q in h.queues()])
-        if self.queues.lazy:
-            self.bell.start()
+        groups = self.table.all()
+        self.queues.bind(consumer, [q for h in groups if not h.asleep for q in h.queues()],
+                         napping=[q for h in groups if h.asleep for q in h.queues()])
+        self.bell.start()
 
     # -- the lease thread's beat --------------------------------------------------
 
@@ -127,7 +129,7 @@ class Host:
         others on every beat: with thousands napping, a beat costs O(awake groups)."""
         now = time.monotonic()
         gap = now - self._kept_at > self.gap or self._resumed_changed()
-        full = gap or self._beats % FULL_EVERY == 0 or not self.queues.lazy
+        full = gap or self._beats % FULL_EVERY == 0
         groups = self.table.all() if full else self.table.awake()
         self._renew(groups, now, gap)
         self.registry.heartbeat(self.hostname, self.load(full))
@@ -145,7 +147,7 @@ class Host:
             self.queues.soon(partial(self._activate, adopted))
         if self.queues.lazy:
             self._sweep(now)
-            self._pick_naps(groups, now)
+        self._pick_naps(groups, now)
         for h in groups:
             self._upkeep(h, now)
 
@@ -205,7 +207,8 @@ class Host:
         for h, status in zip(live, napped, strict=True):
             if status == 1:
                 h.kept = now
-                self.queues.nap(h.queue)
+                if self.queues.lazy:
+                    self.queues.nap(h.queue)
                 continue
             self.table.set_asleep(h, False)
             h.last = now  # busy again: look at it after another nap_after
@@ -217,7 +220,7 @@ class Host:
 
     def ring(self, names: list[str]) -> None:
         """The bell rang for ``names`` (the bell's thread): they are awake from now on (renewed on every
-        beat), and consumed again on the event loop."""
+        beat), and their napping queues (Redis) are consumed again on the event loop."""
         now = time.monotonic()
         woken = []
         for name in dict.fromkeys(names):
@@ -225,7 +228,7 @@ class Host:
             if h is not None and self.table.set_asleep(h, False):
                 h.last = now
                 woken.append(h)
-        if woken:
+        if woken and self.queues.lazy:  # elsewhere its queue was consumed all along
             self.queues.soon(partial(self.rouse, woken))
 
     def rouse(self, woken: list[Hosted]) -> None:
@@ -248,17 +251,26 @@ class Host:
         found: list[str] = []
         for first in range(0, len(names), SWEEP_BATCH):
             found.extend(waiting(self.app, names[first:first + SWEEP_BATCH]))
-        woken = [asleep[q] for q in found if self.table.set_asleep(asleep[q], False)]
+        woken = self._wake([asleep[q] for q in found])
+        if woken:
+            logger.info("woke %d napping group(s) with messages and no ring", len(woken))
+
+    def _wake(self, groups: list[Hosted]) -> list[Hosted]:
+        """Wake napping groups that have work nobody rang for: their bell is taken down, so their lease
+        is an ordinary one again (keep.lua "wake"), renewed on every beat, and their queues are consumed."""
+        now = time.monotonic()
+        woken = [h for h in groups if self.table.set_asleep(h, False)]
         if not woken:
-            return
-        logger.info("waking %d napping group(s) with messages and no ring", len(woken))
+            return []
         for h in woken:
             h.last = now
         kept = self.naps.keep([(h.group, h.token) for h in woken], wake=[h.group for h in woken])
         for h, ok in zip(woken, kept, strict=True):
             if not ok:
                 self._lost(h.group, h.token)
-        self.queues.soon(partial(self.rouse, woken))
+        if self.queues.lazy:
+            self.queues.soon(partial(self.rouse, woken))
+        return woken
 
     def _upkeep(self, h: Hosted, now: float) -> None:
         """One group on the beat: retire drained old names, checkpoint a due journal, end it if idle or stopped."""
@@ -405,7 +417,7 @@ class Host:
                 if records:
                     self.runner.run_record(h, records.popleft())
         if not self.queues.lazy:
-            self.queues.consume(*[h.queue for h, _ in batch])
+            self.queues.consume(*[h.queue for h, _ in batch])  # they nap once idle for nap_after
             return
         # On kombu's Redis transport a group with nothing to run naps from the start (nap.lua
         # refuses one whose requests are accepted already: that one is consumed).
@@ -579,6 +591,14 @@ class Host:
     # -- execution ------------------------------------------------------------------------
 
     def run(self, task: object, header: dict[str, object], msg2: object, opts: object) -> object:
-        """Execute one request of a hosted group (the task's entry point)."""
+        """Execute one request of a hosted group (the task's entry point).
+
+        A napping group whose message arrives without a ring (its queue stays consumed while it naps on
+        a broker that pushes, such as RabbitMQ; or a message taken just before its queue napped) is woken
+        first, so that a death while it runs is recovered within one ordinary lease, not a napping one.
+        """
         assert self.runner is not None
+        h = self.table.lookup(str(header.get("group")))
+        if h is not None and h.asleep:
+            self._wake([h])
         return self.runner.run(task, header, msg2, opts)

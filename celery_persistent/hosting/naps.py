@@ -1,4 +1,4 @@
-"""Napping group queues: a persistent worker consumes only the queues that have work.
+"""Napping groups: a persistent worker renews, and on Redis consumes, only the groups that have work.
 
 Why: kombu's Redis transport names every consumed queue (times four priority
 lists) in each ``BRPOP``, which costs O(queues) on the worker and on Redis for
@@ -12,7 +12,13 @@ host's bell list and gives the group a long lease; the host then stops consuming
 the queue.  A request accepted for it afterwards (``submit.lua``, hosted branch)
 pushes the group's name onto the bell, clears the field and cuts the lease to an
 ordinary one.  ``Bell``, a thread blocked on that list, wakes the group: it is
-consumed again on the worker's event loop.  A message that reaches a napping
+consumed again on the worker's event loop.
+
+On a broker that pushes to its consumers (RabbitMQ) the queue stays consumed and
+only the lease naps (after ``nap_after``, not at adoption): a worker hosting
+10,000 idle groups there used 17% of a core, and Redis 6.5%, renewing every lease
+every second.  A message run there without a ring wakes its group first
+(``Host.run``), so a death mid-run is still found within one ordinary lease.  A message that reaches a napping
 queue without a ring (a hand-back, an operator's re-publish) is found by the
 host's sweep (``queues.waiting``) within ``sweep_interval``.
 

@@ -27,6 +27,7 @@ from celery.result import AsyncResult
 from celery_persistent import Device, Persistent
 from celery_persistent.dispatch import HEADER
 from celery_persistent.embedded import local_or_embedded_redis
+from celery_persistent.hosting.naps import Bell
 from celery_persistent.keys import KeySpace
 from celery_persistent.plugin import Wiring
 from celery_persistent.queues import queue_name
@@ -88,6 +89,14 @@ class FakeConsumer:
     def cancel_task_queue(self, name: str) -> None:
         self.cancelled.append(name)
         self.task_consumer.queues = [q for q in self.task_consumer.queues if q.name != name]
+
+
+class UnreadBell(Bell):
+    """A host's bell that no thread reads: a test reads it (``host.naps.rings``) when it chooses, so that
+    no ring wakes a group behind its back."""
+
+    def start(self) -> None:
+        return None
 
 
 class FakeTask:

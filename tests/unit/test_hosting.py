@@ -26,7 +26,7 @@ from celery_persistent.records import RequestRecord
 from celery_persistent.registry import delivery_member
 from celery_persistent.store import REF_KEY
 from celery_persistent.testing import wait_until
-from tests.unit.conftest import FakeConsumer, FakeHub, FakeTask, PersistentEnv, trace
+from tests.unit.conftest import FakeConsumer, FakeHub, FakeTask, PersistentEnv, UnreadBell, trace
 
 calls: list[tuple[str, Any]] = []
 """What the devices did in the current test, in order (this process runs them)."""
@@ -89,6 +89,7 @@ def make_host(env: PersistentEnv, name: str = "a", *, hub: bool = False, bind: b
     w = env.wiring
     host = build_host(env.app, env.worker_hostname(name), env.runtime, w.planner, w.placer, env.persistent.devices,
                       w.answer, w.dispatcher, cache_bytes=cache_bytes, default_timeout=default_timeout)
+    host.bell = UnreadBell(host.naps, host.ring)
     consumer = FakeConsumer(env.app, FakeHub() if hub else None)
     if bind:
         host.bind(consumer)

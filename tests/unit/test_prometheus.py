@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import celery_persistent
 from celery_persistent import Persistent, prometheus
 from celery_persistent.dispatch import HEADER
+from celery_persistent.hosting.lifecycle import FULL_EVERY
 from celery_persistent.metrics import COUNTERS, EXECUTION, QUEUE_WAIT, Metrics, Mode, waited
 from tests.support import ROOT
 from tests.unit.conftest import FakeTask, PersistentEnv, trace
@@ -172,7 +173,8 @@ def test_hosted_groups_workers_and_cache(env: PersistentEnv) -> None:
     task = FakeTask(sent.id)
     message = env.message(h.queue, sent.id)
     trace(env, task, host.run(task, message.header, message.msg2, message.opts))
-    host.tick()  # heartbeat: groups, cache bytes
+    for _ in range(FULL_EVERY):  # heartbeats: groups; cache bytes are summed on the full beat among them
+        host.tick()
     found = scrape(env, per_group=True)
     assert value(found, "celery_persistent_workers") == 1
     assert value(found, "celery_persistent_draining_workers") == 0

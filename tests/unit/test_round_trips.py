@@ -29,7 +29,7 @@ from celery_persistent.bootstep import ReceptionMark
 from celery_persistent.hosting import Host, build_host
 from celery_persistent.protocol import Placement, PlaceStatus
 from celery_persistent.testing import wait_until
-from tests.unit.conftest import FakeConsumer, FakeTask, PersistentEnv, Published
+from tests.unit.conftest import FakeConsumer, FakeTask, PersistentEnv, Published, UnreadBell
 
 
 class Echo(Device):
@@ -279,6 +279,7 @@ def host_of(env: PersistentEnv, msg1: dict[str, Any]) -> tuple[Host, str]:
     w = env.wiring
     host = build_host(env.app, env.worker_hostname("rt"), env.runtime, w.planner, w.placer, env.persistent.devices,
                       w.answer, w.dispatcher, cache_bytes=1 << 20, default_timeout=30.0)
+    host.bell = UnreadBell(host.naps, host.ring)
     host.bind(FakeConsumer(env.app))
     group = env.persistent.group(msg1)
     assert group is not None

@@ -8,8 +8,9 @@ is scraped.  So every number lives in the hash ``<prefix>:metrics``:
   the Lua scripts and by ``Metrics.incr``;
 - histograms, as fields ``h:<histogram>:<mode>:<bucket index>`` (observations
   in that bucket, not cumulative; their total is the count) and ``...:sum``,
-  written by ``Metrics.observe`` in one pipelined round trip per execution
-  (a leader's by finish.lua, with its group's release: ``observation``).
+  written by ``Metrics.observe`` (``observe.lua``, sent without waiting for
+  the reply) once per execution (a leader's by finish.lua, with its group's
+  release: ``observation``).
 
 The bucket bounds are fixed here: every process writes the same buckets.
 Recording never fails a request: a Redis error is logged and dropped.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -95,10 +96,15 @@ def waited(sent: Any, started: float) -> float | None:
     return max(0.0, started - value)
 
 
+Send = Callable[[Sequence[tuple[str, int | float]]], None]
+"""Writes hash fields and amounts without waiting for the reply (``Registry.observe_unawaited``)."""
+
+
 class Metrics:
-    def __init__(self, client: redis.Redis, key: str) -> None:
+    def __init__(self, client: redis.Redis, key: str, send: Send | None = None) -> None:
         self._client = client
         self._key = key
+        self._send = send
 
     def incr(self, name: str, amount: int = 1) -> None:
         try:
@@ -108,15 +114,23 @@ class Metrics:
             logger.warning("could not count %s", name, exc_info=True)
 
     def observe(self, mode: Mode, seconds: float, wait: float | None = None, count: str | None = None) -> None:
-        """Record one execution (and its queue wait, and a counter) in one round trip."""
+        """Record one execution (and its queue wait, and a counter): sent without waiting when ``send`` is
+        given, else in one pipelined round trip."""
+        fields = observation(mode, seconds, wait)
+        if count is not None:
+            fields.append((count, 1))
+        if self._send is not None:
+            try:
+                self._send(fields)
+            except redis.RedisError:
+                logger.warning("could not record an execution's timings", exc_info=True)
+            return
         pipe = self._client.pipeline(transaction=False)
-        for field, amount in observation(mode, seconds, wait):
+        for field, amount in fields:
             if isinstance(amount, float):
                 pipe.hincrbyfloat(self._key, field, amount)
             else:
                 pipe.hincrby(self._key, field, amount)
-        if count is not None:
-            pipe.hincrby(self._key, count, 1)
         try:
             pipe.execute()
         except redis.RedisError:

@@ -240,7 +240,7 @@ class Registry:
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
         "published", "reserve", "pulse", "withdraw", "release", "checkpoint", "park", "strand",
-        "stop_parked",
+        "stop_parked", "observe",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -319,6 +319,14 @@ class Registry:
         """
         self._unawaited.run(self._scripts["published"], [self.keys.owner(group), self.keys.leases()],
                             [group, token, self.queue_ms])
+
+    def observe_unawaited(self, fields: Sequence[tuple[str, int | float]]) -> None:
+        """Add an execution's metrics fields (``metrics.observation``), sent without waiting for the reply.
+
+        Counting only adds, so its order against any other step is free.
+        """
+        self._unawaited.run(self._scripts["observe"], [self.keys.metrics()],
+                            [part for pair in fields for part in pair])
 
     def reserve_unawaited(self, group: str, token: str) -> None:
         """``reserve``, sent without waiting for its reply (``Unawaited``): a worker's reception of a leader.

@@ -48,7 +48,7 @@ class Runtime:
             store=MessageStore(client, keys, settings.max_message_bytes, settings.store_ttl,
                                cache_bytes=settings.store_cache_bytes),
             keeper=LeaseKeeper(registry, interval=settings.beat_interval),
-            metrics=Metrics(client, keys.metrics()),
+            metrics=Metrics(client, keys.metrics(), send=registry.observe_unawaited),
         )
 
     @property

@@ -309,15 +309,30 @@ def test_a_hosted_request_takes_one_round_trip_to_send(env: PersistentEnv, scrip
             outcome = host.run(task, sent.header, sent.msg2, sent.opts)
         except Ignore:  # pragma: no cover - would fail the assertion below
             outcome = None
-    # Fenced (start_hosted), its histograms (a pipeline of their own), finished (finish_hosted).  The
-    # histograms could go with finish_hosted, as a leader's go with finish (docs/benchmarks.md).
-    assert [c for c in run.commands if c in env.registry._scripts] == ["start_hosted", "finish_hosted"]
-    assert run.round_trips == 3, run.commands
+    # Fenced (start_hosted) and finished (finish_hosted), waited for; its histograms (observe) sent
+    # without waiting, as nothing after them needs their reply.
+    assert run.commands == ["start_hosted", "observe", "finish_hosted"]
+    assert (run.round_trips, run.unawaited) == (2, 1), run.commands
     env.app.backend.mark_as_done(task.request.id, outcome)
     with counted(env.runtime.client, scripts) as after:
         trace_after_return(env, task)
     assert after.commands == ["deliver"] and (after.round_trips, after.unawaited) == (0, 1)
     assert result.get(timeout=5) == {"x": 3}
+
+
+def test_a_request_with_no_group_waits_for_no_registry_step(env: PersistentEnv, scripts: dict[str, str]) -> None:
+    """``await_inprogress=False``: no registration; its worker only records the histograms, not waited for."""
+    with counted(env.runtime.client, scripts) as sent:
+        result = env.persistent.resolve.apply_async(args=[{"device": "echo"}, {"path": "run", "x": 5},
+                                                          {"await_inprogress": False}])
+    assert sent.commands == []
+    message = env.message(None, result.id)
+    task = FakeTask(result.id)
+    plan = env.persistent.plan(message.args[0], message.msg2, message.opts, stack=())
+    with counted(env.runtime.client, scripts) as run:
+        outcome = env.wiring.coalescer.run(task, plan, message.header, list(message.args))
+    assert outcome == {"x": 5}
+    assert run.commands == ["observe"] and (run.round_trips, run.unawaited) == (0, 1)
 
 
 def test_a_registry_script_unknown_to_the_server_is_loaded_and_run(env: PersistentEnv) -> None:

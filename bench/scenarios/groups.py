@@ -403,6 +403,14 @@ def _consumed(hostname: str) -> int:
     return len(replies.get(hostname, []))
 
 
+def _napping() -> int:
+    """Groups whose lease naps (nap.lua gives a napping group a lease of minutes, not seconds)."""
+    from bench.app import persistent
+
+    registry = persistent.registry
+    return int(registry.client.zcount(registry.keys.leases(), registry.server_ms() + 60_000, "+inf"))
+
+
 def _idle(worker: Any, seconds: float) -> dict[str, float]:
     """CPU share of one core used by the worker process and by redis-server over ``seconds`` of no traffic."""
     from bench.app import counters
@@ -447,10 +455,11 @@ def scale_run(logdir: Any, groups: int, rounds: int, n: int, n_ten: int) -> dict
         out["base_ten"] = [burst(ten, n_ten)[0] for _ in range(rounds)]
         out["place_s"] = _place_many(tag, 10, groups)
         out["place_calls_s"] = PLACED_CALLS[-1]
-        # Idle: every group's queue napped (Redis), or all consumed (RabbitMQ).
+        # Idle: every group naps (its lease; on Redis its queue too, while on RabbitMQ all stay consumed).
         settle = time.perf_counter()
         if out["broker"] == "redis":
             wait_until(lambda: _consumed(worker.hostname) < 5, 120, 1.0, "idle group queues to nap")
+        wait_until(lambda: _napping() >= groups - 10, 120, 1.0, "idle groups to nap")
         out["settle_s"] = time.perf_counter() - settle
         out["consumed_idle"] = _consumed(worker.hostname)
         out["idle"] = [_idle(worker, 10) for _ in range(2)]

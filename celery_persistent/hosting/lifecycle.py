@@ -253,7 +253,7 @@ class Host:
             found.extend(waiting(self.app, names[first:first + SWEEP_BATCH]))
         woken = self._wake([asleep[q] for q in found])
         if woken:
-            logger.info("woke %d napping group(s) with messages and no ring", len(woken))
+            logger.info("waking %d napping group(s) with messages and no ring", len(woken))
 
     def _wake(self, groups: list[Hosted]) -> list[Hosted]:
         """Wake napping groups that have work nobody rang for: their bell is taken down, so their lease

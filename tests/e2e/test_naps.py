@@ -1,8 +1,10 @@
-"""Napping group queues on the Redis broker, with a real `celery worker --persistent`.
+"""Napping groups, with a real `celery worker --persistent`.
 
-An idle group's queue is no longer consumed (``celery_persistent/hosting/naps.py``);
-its next request rings the host's bell and is answered.  The app naps a queue
-after 0.5 s idle and sweeps napping queues every second (tests/apps/napping.py).
+On the Redis broker an idle group's queue is no longer consumed
+(``celery_persistent/hosting/naps.py``); its next request rings the host's bell
+and is answered.  On RabbitMQ only its lease naps, and its queue stays consumed.
+The apps nap a group after 0.5 s idle and sweep napping queues every second
+(tests/apps/napping.py, tests/apps/napping_rabbit.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from celery_persistent.embedded import reachable
 from tests.apps import napping
 from tests.apps.basic import BACKEND, PREFIX
 from tests.support import Cluster, Worker, wait_until
@@ -105,3 +108,60 @@ def test_requests_racing_a_nap_are_all_answered(worker: Worker, rdb: redis.Redis
     assert rang >= 1, "no request was sent to a napping queue: the test did not test the ring"
     wait_until(lambda: napping_now(rdb, worker, group, queue), timeout=20, message="the group's queue to nap")
     assert worker.logfile.read_text(errors="replace").count("lost group") == 0
+
+
+# -- RabbitMQ: the lease naps, the queue stays consumed ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rabbit_worker(tmp_path_factory) -> Iterator[Worker]:
+    if not reachable("127.0.0.1", 5672, timeout=1):
+        pytest.skip("RabbitMQ is not reachable at 127.0.0.1:5672")
+    from tests.apps import napping_rabbit
+
+    cluster = Cluster("tests.apps.napping_rabbit", napping_rabbit.persistent, tmp_path_factory.mktemp("naps-rabbit"))
+    [started] = [cluster.persistent_worker()]
+    cluster.ready()
+    yield started
+    cluster.stop()
+
+
+def lease_left(rdb: redis.Redis, group: str) -> float:
+    seconds, micros = rdb.time()
+    score = rdb.zscore(f"{PREFIX}:leases", group)
+    assert score is not None, f"{group} has no lease"
+    return (score - (seconds * 1000 + micros // 1000)) / 1000
+
+
+def test_on_rabbitmq_an_idle_group_naps_its_lease_and_keeps_its_queue_consumed(rabbit_worker: Worker,
+                                                                               rdb: redis.Redis) -> None:
+    from tests.apps.napping_rabbit import persistent as rabbit
+
+    msg1 = {"device": "state", "id": uuid.uuid4().hex[:8], "count": 0}
+    handle = rabbit.start_worker(msg1, {"static_worker": True, "worker_timeout": 120})
+    group = handle.group
+    ask = lambda n: rabbit.resolve.delay(msg1, {"path": "peek", "n": n}).get(timeout=30)["n"]  # noqa: E731
+    assert ask(1) == 1
+    wait_until(lambda: "bell" in owner(rdb, group), timeout=20, message="the group to nap")
+    assert lease_left(rdb, group) > 60, "napping: a long lease, renewed rarely"
+    replies = rabbit.app.control.inspect([rabbit_worker.hostname], timeout=5).active_queues() or {}
+    assert handle.queue in {q["name"] for q in replies.get(rabbit_worker.hostname, [])}, "still consumed"
+    # Its next request rings, and is answered at once by the queue's consumer.
+    assert ask(2) == 2
+    assert "bell" not in owner(rdb, group)
+    # A message that arrives with no ring (the bell points where no worker listens, as after a hand-back)
+    # is run, and wakes the group first: an ordinary lease while it runs, so a death is found in one lease.
+    wait_until(lambda: "bell" in owner(rdb, group), timeout=20, message="the group to nap again")
+    elsewhere = f"{PREFIX}:bell:nobody-{uuid.uuid4().hex[:6]}"
+    rdb.hset(f"{PREFIX}:{{{group}}}:owner", "bell", elsewhere)
+    try:
+        assert ask(3) == 3
+        assert rdb.lrange(elsewhere, 0, -1) == [group], "the request rang, but not this worker"
+        assert "waking" not in rabbit_worker.logfile.read_text(errors="replace"), "no sweep on RabbitMQ"
+    finally:
+        rdb.delete(elsewhere)
+    # Awake, it is renewed on every beat and naps again once idle (still asleep in the host's eyes, its
+    # lease, cut to one lease by the request, would have run out instead, and the group been recovered).
+    wait_until(lambda: "bell" in owner(rdb, group), timeout=20, message="the woken group to nap again")
+    assert owner(rdb, group)["host"] == rabbit_worker.hostname
+    assert rabbit_worker.logfile.read_text(errors="replace").count("lost group") == 0

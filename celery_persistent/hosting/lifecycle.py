@@ -195,11 +195,12 @@ class Host:
         live = [h for h in batch if self.table.lookup(h.group) is h and not h.releasing]
         for h in live:
             self.table.set_asleep(h, True)  # first: a ring (only possible once nap.lua has run) sets it back
+        refused: list[Hosted] = []
         try:
             napped = self.naps.nap([(h.group, h.token) for h in live])
         except Exception:
             logger.warning("could not nap %d idle group(s); retrying later", len(live), exc_info=True)
-            napped = [0] * len(live)
+            napped = [2] * len(live)
         now = time.monotonic()
         for h in batch:
             h.napping = False
@@ -214,9 +215,25 @@ class Host:
             h.last = now  # busy again: look at it after another nap_after
             if status < 0:
                 self._lost(h.group, h.token)
-            else:
-                busy.append(h.queue)
+                continue
+            busy.append(h.queue)
+            if status == 0:
+                refused.append(h)
         self.queues.consume(*busy)  # those consumed already are left as they are
+        self._look_for_lost(refused)
+
+    def _look_for_lost(self, refused: list[Hosted]) -> None:
+        """Groups idle for ``nap_after`` whose nap was refused hold accepted requests: normally their
+        messages are on the way, but a broker that went down just after taking a message (no publisher
+        confirms) or a purge leaves them with none.  Two looks, a nap refused apart, answer those with
+        ``RequestLost`` (``_settle_lost``) instead of leaving their callers waiting for the idle timeout."""
+        for h in refused:
+            if self.busy or self.table.lookup(h.group) is not h or h.releasing:
+                continue
+            try:
+                self._settle_lost(h)
+            except Exception:
+                logger.warning("could not look for lost requests of group %s", h.group, exc_info=True)
 
     def ring(self, names: list[str]) -> None:
         """The bell rang for ``names`` (the bell's thread): they are awake from now on (renewed on every
@@ -499,7 +516,7 @@ class Host:
         h.suspects = ids
         for record in confirmed:
             error = RequestLost(f"request {record.id} of group {h.group} left queue {h.queue} without "
-                                "running (purged?): it will not run", h.group)
+                                "running (purged, or lost by the broker?): it will not run", h.group)
             if self.dispatcher.withdraw(h.group, record, error):
                 self.dispatcher.answer([record.waiter()], error)
             h.suspects.discard(record.id)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from celery_persistent import Device
+from celery_persistent.errors import RequestLost
 from celery_persistent.hosting import Host, Hosted, build_host
 from celery_persistent.hosting.naps import NAP_LEASE
 from celery_persistent.protocol import Placement, PlaceStatus
@@ -212,3 +213,30 @@ def test_a_message_run_without_a_ring_wakes_its_napping_group(env: PersistentEnv
     assert "bell" not in env.registry.owner(h.group), "its bell is down: the next nap sets it again"
     assert lease_left(env, h.group) <= env.runtime.settings.lease_ttl + 1, "an ordinary lease"
     assert sent.get(timeout=5) == {"path": "run", "n": 1}
+
+
+# -- accepted requests whose message is gone ---------------------------------------------------
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["redis", "pushing"])
+def test_an_idle_group_answers_an_accepted_request_whose_message_is_gone(env: PersistentEnv, lazy: bool) -> None:
+    """A broker that stops just after taking a message without a publisher confirm can drop it (seen in
+    the chaos run rabbit-restart: the caller waited past the idle timeout).  The group's refused naps
+    look twice for accepted requests with no message, and answer them RequestLost."""
+    host, _, hub = napping_host(env, lazy=lazy)
+    uid = f"gone-{lazy}"
+    h = napped(env, host, hub, uid)
+    sent = env.submit({"device": "echo", "id": uid}, {"path": "run", "n": 1})
+    with env.app.connection_for_write() as conn:
+        assert conn.default_channel.queue_purge(h.queue) == 1  # the broker lost it
+    host.ring(host.naps.rings(0.1))
+    hub.run()
+    host.tick()  # idle: its nap is refused (accepted), and a first look finds no message
+    hub.run()
+    assert [r.id for r in env.registry.accepted(h.group)] == [sent.id], "one look is not enough"
+    host.tick()
+    hub.run()
+    with pytest.raises(RequestLost):
+        sent.get(timeout=5)
+    assert env.registry.accepted(h.group) == [], "withdrawn: no later owner runs it"
+    assert host.table.lookup(h.group) is h, "the group goes on"

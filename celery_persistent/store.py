@@ -162,6 +162,11 @@ class MessageStore:
         self._cached = 0
         self._lock = threading.Lock()
 
+    @property
+    def ttl(self) -> float:
+        """Seconds a stored message lives unless renewed (``touch``)."""
+        return self._ttl
+
     def put(self, msg: Any, encoded: bytes | None = None, digest: str | None = None, size: int = 0) -> Ref:
         """Store ``msg`` (once: content addressed); return its Ref.
 

@@ -21,6 +21,7 @@ from celery.exceptions import Ignore
 
 from celery_persistent import Device, faults, inbox
 from celery_persistent.hosting import Host, Hosted, HostedTable, Msg1Cache, build_host
+from celery_persistent.hosting.lifecycle import TOUCH_MAX
 from celery_persistent.protocol import Placement, PlaceStatus
 from celery_persistent.records import RequestRecord
 from celery_persistent.registry import delivery_member
@@ -258,6 +259,21 @@ def test_tick_renews_leases_and_heartbeats(env: PersistentEnv) -> None:
     [info] = env.persistent.workers()
     assert info["hostname"] == host.hostname and info["groups"] == 1 and info["draining"] == 0
     assert host.table.lookup(h.group) is h
+
+
+def test_stored_msg1s_are_renewed_every_quarter_of_their_ttl_not_every_minute(env: PersistentEnv) -> None:
+    """Renewing 10,000 Msg1s every 60 beats put a burst of 10,000 PEXPIREs in every minute of an idle
+    worker; their TTL is 7 days, so a quarter of it (at most an hour) is enough."""
+    host, _ = make_host(env)
+    h = adopt(env, host, counter("ttl"))
+    key = env.keys.store(h.ref)
+    env.client.pexpire(key, 100_000)
+    for _ in range(70):  # more beats than the old 60-beat period
+        host.tick()
+    assert env.client.pttl(key) <= 100_000, "not renewed on a fixed count of beats"
+    host._touched_at -= min(env.store.ttl / 4, TOUCH_MAX)
+    host.tick()
+    assert env.client.pttl(key) > env.store.ttl * 1000 - 60_000, "renewed once a quarter of the TTL passed"
 
 
 def test_a_lost_lease_forgets_the_group_but_keeps_its_queue(env: PersistentEnv) -> None:

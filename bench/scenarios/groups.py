@@ -459,6 +459,8 @@ def scale_run(logdir: Any, groups: int, rounds: int, n: int, n_ten: int) -> dict
         settle = time.perf_counter()
         if out["broker"] == "redis":
             wait_until(lambda: _consumed(worker.hostname) < 5, 120, 1.0, "idle group queues to nap")
+        else:  # a queue at a time (declare, bind, consume: a few round trips each), after adoption
+            wait_until(lambda: _consumed(worker.hostname) >= groups, 300, 2.0, "every group queue consumed")
         wait_until(lambda: _napping() >= groups - 10, 120, 1.0, "idle groups to nap")
         out["settle_s"] = time.perf_counter() - settle
         out["consumed_idle"] = _consumed(worker.hostname)

@@ -25,6 +25,7 @@ from .errors import InfiniteRecursionError, PersistentError
 from .events import Events
 from .grouping import check_group_name
 from .hosting import Host, build_host
+from .hubwake import HubWakeStep
 from .keys import KeySpace
 from .leases import LeaseKeeper
 from .messages import message_digest
@@ -76,6 +77,7 @@ class Persistent:
         )(_resolve)
         app.steps["worker"].add(PersistentStep)
         app.steps["consumer"].add(HostQueuesStep)
+        app.steps["consumer"].add(HubWakeStep)  # RabbitMQ: no sleep with an ack queued (hubwake.py)
         for option in WORKER_OPTIONS:
             app.user_options["worker"].add(option)
         remember(app, self)

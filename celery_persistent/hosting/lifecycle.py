@@ -25,6 +25,7 @@ timeout, and ``on_idle`` sees its final state first.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -211,7 +212,9 @@ class Host:
         busy = []
         for h, status in zip(live, napped, strict=True):
             if status == 1:
-                h.kept = now
+                # As if renewed up to a sixth of the napping lease ago: groups that napped together
+                # (thousands, after a placement) are renewed over many beats, not in one burst.
+                h.kept = now - random.uniform(0.0, self.naps.nap_lease / 6)
                 if self.queues.lazy:
                     self.queues.nap(h.queue)
                 continue

@@ -35,8 +35,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from importlib import resources
+from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from ..registry import UNREACHABLE, Registry
 
@@ -74,23 +76,31 @@ class NapRegistry:
         """``nap.lua`` for each (group, token), one round trip: 1 napping, 0 refused, -1 not ours."""
         if not leases:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for group, token in leases:
-            self._nap(keys=[self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group)],
-                      args=[group, token, self.bell, self.lease_ms, self.nap_ms], client=pipe)
-        return [int(r) for r in pipe.execute()]
+        calls = [([self.keys.owner(group), self.keys.leases(), self.keys.hosted_ids(group)],
+                  [group, token, self.bell, self.lease_ms, self.nap_ms]) for group, token in leases]
+        return [int(r) for r in self._pipelined(self._nap, calls)]
 
     def keep(self, leases: list[tuple[str, str]], wake: Iterable[str] = ()) -> list[bool]:
         """Renew (group, token) leases, one round trip; groups in ``wake`` take their bell down first."""
         if not leases:
             return []
         waking = set(wake)
+        leases_key = self.keys.leases()
+        calls = [([self.keys.owner(group), leases_key],
+                  [group, token, self.lease_ms, self.nap_ms, "wake" if group in waking else ""])
+                 for group, token in leases]
+        return [bool(r) for r in self._pipelined(self._keep, calls)]
+
+    def _pipelined(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """One round trip of ``script`` calls.  The first goes through redis-py's ``Script`` (so the
+        pipeline loads the script if the server lost it), the others as bare EVALSHAs: 10 µs each
+        instead of 26, which is 100 ms instead of 260 ms of a beat that renews 10,000 napping groups."""
         pipe = self.client.pipeline(transaction=False)
-        for group, token in leases:
-            self._keep(keys=[self.keys.owner(group), self.keys.leases()],
-                       args=[group, token, self.lease_ms, self.nap_ms, "wake" if group in waking else ""],
-                       client=pipe)
-        return [bool(r) for r in pipe.execute()]
+        (keys, args), rest = calls[0], calls[1:]
+        script(keys=keys, args=args, client=pipe)
+        for keys, args in rest:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return list(pipe.execute())
 
     def resumed(self) -> str:
         """When the registry last resumed after a gap (pulse.lua): a change means long leases were cut."""

@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench docs chaos chaos-smoke clean
+.PHONY: demo test test-fast lint bench bench-smoke docs chaos chaos-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m chaos --smoke
+	$(MAKE) bench-smoke
 
 # Unit and Lua tests only: no worker subprocess, no Flower (a real Redis is enough).
 test-fast: $(STAMP)
@@ -30,6 +31,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[test,bench]"
 	$(BIN)/python -m bench
+
+# The benchmark's short smoke, for CI: every scenario but the many-groups one (its own, long, run), quick
+# sizes, results in a temporary directory; it fails only if a scenario cannot run, never on a missed target.
+bench-smoke: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m bench --quick --only overhead,coalescing,large_message,registry,rolling --out "$$(mktemp -d)"
 
 docs: $(STAMP)
 	$(BIN)/python -m mkdocs build --strict

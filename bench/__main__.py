@@ -5,7 +5,7 @@
     python -m bench --out DIR       # where results.json, results.md and the plots go
     python -m bench --only coalescing,registry
 
-Needs a Redis at BENCH_REDIS_URL (default redis://127.0.0.1:6379/12).
+Needs a Redis at BENCH_REDIS_URL (default: the local one's database 12, else an embedded Valkey).
 """
 
 from __future__ import annotations
@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"cpbench{uuid.uuid4().hex[:6]}"
     # Before bench.app is imported, here and in every worker subprocess.
     os.environ["BENCH_PREFIX"] = prefix
-    os.environ.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+    if "BENCH_REDIS_URL" not in os.environ:
+        from celery_persistent.embedded import local_or_embedded_redis
+
+        # The local Redis, or on a machine without one an embedded Valkey (it lives as long as this process).
+        os.environ["BENCH_REDIS_URL"] = local_or_embedded_redis(db=12)
     os.chdir(ROOT)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

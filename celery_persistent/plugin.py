@@ -275,7 +275,7 @@ class Persistent:
             group = check_group_name(group)
         merged = resolve_options(opts, self.app.conf)
         # An idle timeout nobody set is left to the worker (--persistent-timeout).
-        return self.placer.place(msg1, merged, group, timeout=placement_timeout(opts, self.app.conf))
+        return self.placer.place(msg1, merged, group, timeout=placement_timeout(opts, self.app.conf, merged))
 
     def pick_worker(self, exclude: str | None = None) -> str | None:
         """The live persistent worker hosting the fewest groups."""

@@ -240,7 +240,7 @@ class Registry:
         "submit", "claim", "renew", "finish", "expire",
         "place", "adopt", "start_hosted", "finish_hosted", "unhost", "rename", "take", "heartbeat", "deliver",
         "published", "reserve", "pulse", "withdraw", "release", "checkpoint", "park", "strand",
-        "stop_parked", "observe",
+        "stop_parked", "observe", "live",
     )
 
     def __init__(self, client: redis.Redis, keys: KeySpace, lease_ttl: float, queue_ttl: float,
@@ -654,23 +654,9 @@ class Registry:
 
     def live_workers(self) -> list[tuple[str, int]]:
         """(hostname, hosted group count) of persistent workers that take new groups."""
-        # The server's clock and the heartbeats in one round trip (each placement asks: 10,000 at once, issue 12).
-        pipe = self.client.pipeline(transaction=False)
-        pipe.time()
-        pipe.zrange(self.keys.workers(), 0, -1, withscores=True)
-        (seconds, micros), beats = pipe.execute()
-        now = int(seconds) * 1000 + int(micros) // 1000
-        names = [_text(h) for h, deadline in beats if deadline >= now]
-        if not names:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(self.keys.worker(name), "groups", "draining")
-        return [
-            (name, int(count or 0))
-            for name, (count, draining) in zip(names, pipe.execute(), strict=True)
-            if not (draining and int(draining))
-        ]
+        # The server's clock, the heartbeats and the loads in one round trip (live.lua).
+        reply = self._scripts["live"](keys=[self.keys.workers()], args=[self.keys.worker("")])
+        return [(_text(reply[i]), int(reply[i + 1] or 0)) for i in range(0, len(reply), 2)]
 
     def worker_info(self) -> list[dict[str, Any]]:
         """Live persistent workers with what they last reported (reads only)."""

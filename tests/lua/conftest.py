@@ -25,6 +25,7 @@ SCRIPTS = (
     "finish",
     "finish_hosted",
     "heartbeat",
+    "live",
     "observe",
     "park",
     "place",

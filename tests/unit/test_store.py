@@ -82,6 +82,26 @@ def test_put_is_idempotent_and_renews_the_ttl(persistent, rdb, stored, uid) -> N
     assert rdb.pttl(key) > DAY_MS  # but its TTL is renewed
 
 
+def test_a_large_message_already_stored_is_not_sent_again(persistent, rdb, stored, uid, monkeypatch) -> None:
+    """Above SEND_ALWAYS_BYTES a stored copy is only renewed (PEXPIRE first); a small one goes with its
+    renewal in one round trip."""
+    from celery_persistent import store as store_module
+
+    big = {"device": "d", "uid": uid, "blob": "x" * (store_module.SEND_ALWAYS_BYTES + 1)}
+    ref = put(persistent, stored, big)
+    key = persistent.keys.store(ref.digest)
+    rdb.pexpire(key, 5_000)
+    sent: list[tuple[object, ...]] = []
+    client = persistent.store._client
+    real = client.execute_command
+    monkeypatch.setattr(client, "execute_command", lambda *a, **k: sent.append(a) or real(*a, **k))
+
+    fresh_store(persistent).put(dict(big))
+
+    assert [a[0] for a in sent] == ["PEXPIRE"]
+    assert rdb.pttl(key) > DAY_MS
+
+
 def test_get_of_a_wire_ref_loads_from_redis(persistent, rdb, stored, uid) -> None:
     msg = {"device": "d", "uid": uid, "raw": b"\x00\xff\x10", "text": b"abc", "nested": {"l": [b"\x01", None, True]}}
     ref = put(persistent, stored, msg)

@@ -688,6 +688,36 @@ def test_cache_never_evicts_the_msg1_in_use(env: PersistentEnv) -> None:
     assert small.msg1 is not None and big.msg1 is None
 
 
+def test_cache_puts_within_the_bound_do_not_walk_the_hosted_groups(env: PersistentEnv) -> None:
+    """A rolling group's put is O(1) while the bound holds; memory let go elsewhere (a stale state dropped)
+    never evicts a group: the walk on crossing the bound counts what is really held."""
+    table = HostedTable()
+    a, b, c = (cached_group(env, table, n, 1000) for n in "abc")
+    cache = Msg1Cache(table, env.store, env.runtime.metrics, max_bytes=a.size * 2 + a.size // 2)
+    cache.get(a)
+    cache.get(b)
+    walks = 0
+    snapshot = table.all
+
+    def counted() -> list[Hosted]:
+        nonlocal walks
+        walks += 1
+        return snapshot()
+
+    table.all = counted  # type: ignore[method-assign]
+    for n in range(1, 50):
+        cache.put(a, {"device": "counter", "id": "a", "count": n}, a.ref, a.size)
+    assert walks == 0
+    b.msg1 = None  # dropped outside the cache (a repeat's stale state): the running sum still counts it
+    cache.get(c)  # crosses the bound on the running sum: one walk finds a and c within it
+    assert walks == 1
+    assert a.msg1 is not None and c.msg1 is not None
+    assert env.metric("evictions") == 0
+    cache.get(b)  # really over the bound now: the least recently used (a) goes
+    assert a.msg1 is None and b.msg1 is not None and c.msg1 is not None
+    assert env.metric("evictions") == 1
+
+
 def test_a_small_cache_on_a_host_reloads_evicted_groups_per_request(env: PersistentEnv) -> None:
     blob = "y" * 2000
     host, _ = make_host(env, cache_bytes=3000)

@@ -22,7 +22,6 @@ from typing import Any
 
 from celery import Celery
 
-from . import inbox
 from .checkpoints import CheckpointPolicy, encode_state
 from .config import parked_timeout
 from .dispatch import Dispatcher
@@ -159,8 +158,7 @@ class Placer:
             if self.registry.place(where, expect=owner.get("token", "")).status is PlaceStatus.PLACED:
                 placed += 1
                 logger.info("parked group %s placed on %s", group, target)
-                if self.registry.owner(group).get("stopping"):  # stop_worker while parked: after its adoption
-                    self.registry.post(target, inbox.stop(group))
+                # stop_worker while parked: adopt.lua hands its host the mark with the group.
         return placed
 
     def expire_parked(self, now: float | None = None) -> int:

@@ -96,6 +96,7 @@ class Adopted:
     where: Placement
     unfinished: list[RequestRecord]
     journaled: int = 0  # requests applied since the group's checkpoint (replayed when its state loads)
+    stopping: bool = False  # stop_worker marked it while parked: end it once its accepted requests are done
 
 
 @dataclass

@@ -487,7 +487,8 @@ class Registry:
         owner = {"queue": queue, "ref": ref, "static": static, "timeout": timeout, "device": device,
                  "bytes": size, "errors": errors, "ckpt": policy}
         return Adopted(token, Placement.from_owner(group, host, owner),
-                       [RequestRecord.loads(r) for r in reply[11:]], journaled=int(reply[10]))
+                       [RequestRecord.loads(r) for r in reply[12:]], journaled=int(reply[10]),
+                       stopping=_text(reply[11]) == "1")
 
     def start_hosted(self, group: str, token: str, task_id: str) -> HostedStart:
         keys = [self.keys.owner(group), self.keys.hosted_records(group)]

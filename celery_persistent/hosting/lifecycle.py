@@ -146,7 +146,7 @@ class Host:
         stops: set[str] = set()
         placed = [g for g in (self._handle(raw, stops) for raw in self.registry.take_inbox(self.hostname)) if g]
         adopted = self._adopt(placed)
-        for h, _ in adopted:  # stop_worker on a parked group: its stop follows its placement in the inbox
+        for h, _ in adopted:  # stop_worker on a group placed, not yet adopted: its stop follows in the inbox
             h.stopping = h.stopping or h.group in stops
         if adopted:
             self.queues.soon(partial(self._activate, adopted))
@@ -414,7 +414,8 @@ class Host:
         h = Hosted(group=group, token=adopted.token, queue=where.queue, device=where.device, static=where.static,
                    timeout=where.timeout or self.default_timeout, ref=where.ref, size=where.size,
                    error_strategy=where.error_strategy, policy=CheckpointPolicy.decode(where.policy),
-                   journaled=adopted.journaled, journaled_at=time.monotonic() if adopted.journaled else 0.0)
+                   journaled=adopted.journaled, journaled_at=time.monotonic() if adopted.journaled else 0.0,
+                   stopping=adopted.stopping)
         # Known (and renewed by this beat) from now on, before its queue is consumed.
         self.table.add(h)
         return h

@@ -5,8 +5,9 @@
 -- Returns {"stale"} if the group is not placed on this host, else
 --   {"ok", token, queue, ref, static, timeout, device, bytes, errors, record, ...}
 -- or, with KEYS[5],
---   {"ok", token, queue, ref, static, timeout, device, bytes, errors, policy, journaled, record, ...}
--- (policy: the owner's "ckpt" field; journaled: requests applied since its checkpoint)
+--   {"ok", token, queue, ref, static, timeout, device, bytes, errors, policy, journaled, stopping, record, ...}
+-- (policy: the owner's "ckpt" field; journaled: requests applied since its checkpoint; stopping: "1" when
+-- stop_worker marked the group while it was parked, so the host ends it once its requests are done)
 -- (timeout "0": none was set, the worker's default applies) with the records of requests accepted but not finished (run these first, in order).
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -23,6 +24,7 @@ local result = {'ok', f[3], f[4], f[5], f[6] or '0', f[7] or '0', f[8] or '', f[
 if KEYS[5] then
   result[#result + 1] = redis.call('HGET', KEYS[1], 'ckpt') or ''
   result[#result + 1] = redis.call('LLEN', KEYS[5])
+  result[#result + 1] = redis.call('HGET', KEYS[1], 'stopping') or ''
 end
 for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   local record = redis.call('HGET', KEYS[4], id)

@@ -239,8 +239,8 @@ def test_adopt_reports_the_policy_and_the_journal_length(db, ks, scripts, rollin
     keys = [ks.owner(GROUP), ks.leases(), ks.hosted_ids(GROUP), ks.hosted_records(GROUP), ks.journal(GROUP)]
     reply = scripts["adopt"](keys=keys, args=[GROUP, "w2", LEASE])
     assert reply[:4] == ["ok", TOKEN, "q1", OLD]
-    assert reply[9:11] == ["10:2.5", 2]
-    assert reply[11:] == [record("a", "k", 1), record("b", "k2", 2)]
+    assert reply[9:12] == ["10:2.5", 2, ""]  # not stopping
+    assert reply[12:] == [record("a", "k", 1), record("b", "k2", 2)]
 
 
 def unhost(scripts, ks, drop=OLD, force="1"):
@@ -315,3 +315,12 @@ def test_release_still_dissolves_a_static_group(db, ks, scripts, rolling):
     reply = script(keys=keys, args=[GROUP, TOKEN, "tok-9", LEASE, "a", "k"])
     assert reply[0] == "hosted" and reply[-1] == record("b", "k2", 2)
     assert not db.exists(ks.owner(GROUP)) and not db.zrange(ks.parked(), 0, -1)
+
+
+def test_adopt_hands_on_a_stop_marked_while_parked(db, ks, scripts, rolling):
+    """stop_parked.lua's mark goes to the next host with the group (it ends the group once its requests ran)."""
+    db.hset(ks.owner(GROUP), mapping={"host": "w2", "stopping": "1"})
+    keys = [ks.owner(GROUP), ks.leases(), ks.hosted_ids(GROUP), ks.hosted_records(GROUP), ks.journal(GROUP)]
+    reply = scripts["adopt"](keys=keys, args=[GROUP, "w2", LEASE])
+    assert reply[0] == "ok" and reply[11] == "1"
+    assert db.hget(ks.owner(GROUP), "stopping") == "1"  # kept: a host that dies before the end hands it on

@@ -20,6 +20,7 @@ from celery_persistent.checkpoints import CheckpointPolicy, check_state, encode_
 from celery_persistent.config import resolve_options
 from celery_persistent.groupview import GroupView
 from celery_persistent.hosting import Host, Hosted
+from celery_persistent.protocol import Placement, PlaceStatus
 from celery_persistent.registry import delivery_member
 from celery_persistent.store import REF_KEY, checkpoint_id, checkpoint_of, stored_key, writer_key
 from tests.unit import test_coalescing as coalescing
@@ -351,6 +352,28 @@ def test_stop_worker_on_a_parked_group_ends_it_once_a_worker_takes_it_up(env: Pe
     assert wait_for_end(env, b, h.group)  # then it ends, and on_idle sees the final state
     assert ("idle", {**msg1, "count": 7}) in calls
     assert env.registry.owner(h.group) == {} and GroupView(env.registry).parked() == []
+
+
+def test_a_parked_group_marked_to_stop_carries_the_mark_to_its_next_host(env: PersistentEnv) -> None:
+    """The mark travels with the adoption (adopt.lua), not as a later inbox message: a process that placed the
+    group and died before saying anything else still has it ended."""
+    a, _ = make_host(env, "a")
+    msg1 = {"device": "counter", "id": "m", "count": 0}
+    h = start(env, a, msg1)
+    add(env, a, h, 1, msg1)
+    a.shutdown()
+    assert env.persistent.stop_worker(h.group) is True
+    b, _ = make_host(env, "b")
+    owner = env.registry.owner(h.group)
+    where = Placement.from_owner(h.group, b.hostname, owner)
+    assert env.registry.place(where, expect=owner["token"]).status is PlaceStatus.PLACED  # and nothing else
+    calls.clear()
+
+    b.tick()
+    hb = b.table.lookup(h.group)
+    assert hb is not None and hb.stopping
+    assert wait_for_end(env, b, h.group)
+    assert ("idle", {**msg1, "count": 1}) in calls
 
 
 def wait_for_end(env: PersistentEnv, host: Host, group: str) -> bool:

@@ -71,13 +71,18 @@ def queue_depths(app: Celery, names: Iterable[str]) -> dict[str, int | None]:
     depths: dict[str, int | None] = {}
     with app.connection_for_read() as conn:
         missing = 0 if isinstance(conn.transport, VirtualTransport) else None
-        for name in names:
-            channel = conn.channel()
-            try:
-                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
-            except conn.channel_errors:
-                depths[name] = missing  # AMQP closes the channel on 404: one channel per queue
-            finally:
+        channel = None
+        try:
+            for name in names:
+                channel = channel or conn.channel()
+                try:
+                    depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+                except conn.channel_errors:
+                    depths[name] = missing
+                    _close(channel)  # AMQP closes the channel on 404: the next queue gets a new one
+                    channel = None
+        finally:
+            if channel is not None:
                 _close(channel)
     return depths
 

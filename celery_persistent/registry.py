@@ -649,6 +649,21 @@ class Registry:
         raw = self.client.hmget(self.keys.hosted_records(group), ids)
         return [RequestRecord.loads(r) for r in raw if r is not None]
 
+    def accepted_many(self, groups: list[str]) -> list[list[RequestRecord]]:
+        """``accepted`` for many groups in two round trips (a worker looks at hundreds at once)."""
+        if not groups:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            pipe.zrange(self.keys.hosted_ids(group), 0, -1)
+        ids = [[_text(i) for i in found] for found in pipe.execute()]
+        pipe = self.client.pipeline(transaction=False)
+        for group, found in zip(groups, ids, strict=True):
+            if found:
+                pipe.hmget(self.keys.hosted_records(group), found)
+        raw = iter(pipe.execute())
+        return [[RequestRecord.loads(r) for r in next(raw) if r is not None] if found else [] for found in ids]
+
     def unfinished(self, group: str) -> int:
         """How many accepted requests of a hosted group are not done yet."""
         return int(self.client.zcard(self.keys.hosted_ids(group)))

@@ -98,6 +98,11 @@ class GroupQueues:
             tasks.consume()
             (logger.debug if quiet else logger.info)("consuming %d more group queue(s)", len(queues))
 
+    def consumed(self) -> int:
+        """How many queues the task consumer consumes (group queues and the worker's own)."""
+        consumer = self.consumer
+        return 0 if consumer is None else len(consumer.task_consumer.queues)
+
     def consuming(self, queue: str) -> bool:
         consumer = self.consumer
         return consumer is not None and bool(consumer.task_consumer.consuming_from(queue))

@@ -47,6 +47,7 @@ class Hosted:
     suspects: set[str] = field(default_factory=set)  # accepted ids with no message last time we looked
     asleep: bool = False  # napping: a long lease, a request rings; on Redis its queue is not consumed (naps.py)
     napping: bool = False  # a nap is scheduled on the event loop
+    waiting: bool = False  # woken on Redis, its queue not consumed yet: the consume window is full
     kept: float = 0.0  # when its lease was last renewed (monotonic)
 
     def as_ref(self) -> Ref:

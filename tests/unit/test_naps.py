@@ -240,3 +240,78 @@ def test_an_idle_group_answers_an_accepted_request_whose_message_is_gone(env: Pe
         sent.get(timeout=5)
     assert env.registry.accepted(h.group) == [], "withdrawn: no later owner runs it"
     assert host.table.lookup(h.group) is h, "the group goes on"
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["redis", "pushing"])
+def test_refused_naps_are_looked_at_together(env: PersistentEnv, lazy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many groups refused a nap at once (a backlog over thousands of groups) cost one look, not one broker
+    connection each: a look per group held the event loop for minutes in the bench's 10,000-group table.
+    Only the request whose message is gone is answered; the one still queued waits for its turn."""
+    from celery_persistent.hosting import lifecycle
+
+    host, _, hub = napping_host(env, lazy=lazy)
+    uids = [f"many-{lazy}-{i}" for i in range(3)]
+    groups = [napped(env, host, hub, uid) for uid in uids]
+    sent = [env.submit({"device": "echo", "id": uid}, {"path": "run", "n": i}) for i, uid in enumerate(uids)]
+    with env.app.connection_for_write() as conn:
+        assert conn.default_channel.queue_purge(groups[0].queue) == 1  # the broker lost this one
+    looks: list[list[str]] = []
+    real_depths, real_waiting = lifecycle.queue_depths, lifecycle.waiting
+    monkeypatch.setattr(lifecycle, "queue_depths", lambda app, names: looks.append(list(names)) or
+                        real_depths(app, names))
+    monkeypatch.setattr(lifecycle, "waiting", lambda app, names: looks.append(list(names)) or
+                        real_waiting(app, names))
+    host.ring(host.naps.rings(0.1))
+    hub.run()
+    for _ in range(2):
+        host.tick()  # idle: every nap is refused (accepted), and the three groups are looked at together
+        hub.run()
+    assert len(looks) == 2 and all(sorted(look) == sorted(h.queue for h in groups) for look in looks)
+    with pytest.raises(RequestLost):
+        sent[0].get(timeout=5)
+    assert [r.id for r in env.registry.accepted(groups[1].group)] == [sent[1].id], "still queued: it waits"
+    assert [r.id for r in env.registry.accepted(groups[2].group)] == [sent[2].id]
+
+
+def run_request(env: PersistentEnv, host: Host, h: Hosted, sent: Any) -> None:
+    """The worker takes ``sent`` from its group queue and runs it, as Celery would."""
+    task = FakeTask(sent.id)
+    msg = env.message(env.queue(h.group), sent.id)
+    task.request.args, task.request.delivery_info = msg.args, {"routing_key": env.queue(h.group)}
+    trace(env, task, host.run(task, msg.header, msg.msg2, msg.opts))
+
+
+def test_woken_groups_beyond_the_consume_window_wait_their_turn(env: PersistentEnv,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Redis each BRPOP names every consumed queue: a burst over 10,000 napping groups woke them all,
+    and each fetch cost 60 ms.  Beyond the window, woken groups wait; consumed ones nap once idle (at once,
+    while others wait), and the waiting are consumed in the order they woke."""
+    from celery_persistent.hosting import lifecycle
+
+    host, consumer, hub = napping_host(env)
+    own = host.queues.consumed()
+    monkeypatch.setattr(lifecycle, "CONSUME_WINDOW", own + 2)
+    host.nap_after = 60.0  # only the window's turn makes an idle group nap at once
+    groups = []
+    for i in range(4):
+        h = hosted(env, host, hub, f"turn-{i}")
+        h.last = time.monotonic()
+        groups.append(h)
+    sent = []
+    for i, h in enumerate(groups):
+        sent.append(env.submit({"device": "echo", "id": f"turn-{i}"}, {"path": "run", "n": i}))
+        host.ring(host.naps.rings(0.1))  # rung one after the other: woken in this order
+        hub.run()
+    names = consumer.task_consumer.names
+    assert [h.queue in names() for h in groups] == [True, True, False, False]
+    assert groups[2].waiting and groups[3].waiting and not groups[2].asleep, "awake: renewed, not napping"
+
+    for h, s in zip(groups[:2], sent[:2], strict=True):
+        run_request(env, host, h, s)
+    host.tick()  # the two done nap at once (nap_after is 60 s), and the two waiting take their places
+    hub.run()
+    assert [h.queue in names() for h in groups] == [False, False, True, True]
+    assert groups[0].asleep and groups[1].asleep and not groups[2].waiting
+    for h, s in zip(groups[2:], sent[2:], strict=True):
+        run_request(env, host, h, s)
+    assert [s.get(timeout=5) for s in sent] == [{"path": "run", "n": i} for i in range(4)]

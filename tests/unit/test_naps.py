@@ -298,7 +298,7 @@ def test_woken_groups_beyond_the_consume_window_wait_their_turn(env: PersistentE
         h.last = time.monotonic()
         groups.append(h)
     sent = []
-    for i, h in enumerate(groups):
+    for i in range(len(groups)):
         sent.append(env.submit({"device": "echo", "id": f"turn-{i}"}, {"path": "run", "n": i}))
         host.ring(host.naps.rings(0.1))  # rung one after the other: woken in this order
         hub.run()

@@ -78,15 +78,14 @@ def resolve_options(call: Mapping[str, Any] | None, conf: Any) -> dict[str, Any]
     return merged
 
 
-def placement_timeout(call: Mapping[str, Any] | None, conf: Any, merged: Mapping[str, Any] | None = None) -> float:
+def placement_timeout(call: Mapping[str, Any] | None, conf: Any, merged: Mapping[str, Any]) -> float:
     """The idle timeout a placement carries: the call's, else ``persistent_worker_timeout``, else 0.
 
     0 leaves it to the hosting worker (``--persistent-timeout``).  Read from
     ``conf`` at each call, not from the ``Settings`` read once: an app may be
     configured (``config_from_object``) after its settings were first read.
-    ``merged``: ``resolve_options(call, conf)`` when the caller has it already.
+    ``merged``: ``resolve_options(call, conf)``, which the caller has already.
     """
-    merged = resolve_options(call, conf) if merged is None else merged
     if (call and "worker_timeout" in call) or conf.get("persistent_worker_timeout") is not None:
         return float(merged["worker_timeout"])
     return 0.0

@@ -113,8 +113,13 @@ those holding a message (Redis deletes an empty list, so a list that exists hold
 The priority lists' names are built here: kombu's Redis transport is single-server."""
 
 
+WAITING_BATCH = 5000
+"""Queues looked at in one script call (one round trip) by ``waiting``."""
+
+
 def waiting(app: Celery, names: list[str]) -> list[str]:
-    """The queues among ``names`` holding a message, in one round trip (kombu's Redis transport only).
+    """The queues among ``names`` holding a message, a round trip per WAITING_BATCH of them (kombu's
+    Redis transport only).
 
     Counts the queue's list and its priority lists (``name\\x06\\x163`` ...), under
     ``global_keyprefix``, as kombu names them (kombu/transport/redis.py, ``Channel._q_for_pri``).
@@ -126,7 +131,11 @@ def waiting(app: Celery, names: list[str]) -> list[str]:
         prefix = str(getattr(channel, "global_keyprefix", "") or "")
         suffixes = [f"{channel.sep}{pri}" for pri in channel.priority_steps if pri]
         suffixes = (suffixes + suffixes[-1:] * 3)[:3] if suffixes else ["", "", ""]  # the script takes three
+        found: list[str] = []
         with channel.conn_or_acquire() as client:
             raw = redis.Redis(connection_pool=client.connection_pool)  # unprefixed: names are prefixed here
-            found = raw.eval(WAITING_SCRIPT, len(names), *[prefix + n for n in names], *suffixes)
-    return [names[int(i) - 1] for i in found]
+            for first in range(0, len(names), WAITING_BATCH):
+                batch = names[first:first + WAITING_BATCH]
+                hits = raw.eval(WAITING_SCRIPT, len(batch), *[prefix + n for n in batch], *suffixes)
+                found.extend(batch[int(i) - 1] for i in hits)
+    return found

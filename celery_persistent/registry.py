@@ -643,14 +643,10 @@ class Registry:
 
     def accepted(self, group: str) -> list[RequestRecord]:
         """The accepted, unfinished requests of a hosted group, in order (reads only)."""
-        ids = [_text(i) for i in self.client.zrange(self.keys.hosted_ids(group), 0, -1)]
-        if not ids:
-            return []
-        raw = self.client.hmget(self.keys.hosted_records(group), ids)
-        return [RequestRecord.loads(r) for r in raw if r is not None]
+        return self.accepted_many([group])[0]
 
     def accepted_many(self, groups: list[str]) -> list[list[RequestRecord]]:
-        """``accepted`` for many groups in two round trips (a worker looks at hundreds at once)."""
+        """``accepted`` for many groups in two round trips at most (a worker looks at hundreds at once)."""
         if not groups:
             return []
         pipe = self.client.pipeline(transaction=False)

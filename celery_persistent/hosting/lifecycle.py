@@ -58,9 +58,6 @@ TOUCH_MAX = 3600.0
 would be days).  Every minute, as before, put a burst of 10,000 PEXPIREs into every minute of an idle
 worker hosting 10,000 groups."""
 
-SWEEP_BATCH = 5000
-"""Napping queues looked at in one round trip of the sweep."""
-
 ADOPT_BATCH = 500
 """Groups adopted in one round trip."""
 
@@ -305,11 +302,7 @@ class Host:
         asleep = {h.queue: h for h in self.table.all() if h.asleep}
         if not asleep:
             return
-        names = list(asleep)
-        found: list[str] = []
-        for first in range(0, len(names), SWEEP_BATCH):
-            found.extend(waiting(self.app, names[first:first + SWEEP_BATCH]))
-        woken = self._wake([asleep[q] for q in found])
+        woken = self._wake([asleep[q] for q in waiting(self.app, list(asleep))])
         if woken:
             logger.info("waking %d napping group(s) with messages and no ring", len(woken))
 
@@ -582,10 +575,7 @@ class Host:
         if not names:
             return set()
         if self.queues.lazy:
-            holding: set[str] = set()
-            for first in range(0, len(names), SWEEP_BATCH):
-                holding.update(waiting(self.app, names[first:first + SWEEP_BATCH]))
-            return set(names) - holding
+            return set(names) - set(waiting(self.app, names))
         return {name for name, depth in queue_depths(self.app, names).items() if not depth}
 
     def shutdown(self) -> None:
